@@ -1,0 +1,45 @@
+"""The Celery application: Redis broker and result backend, JSON only, events on.
+
+Delivery is at-least-once (acks_late, reject_on_worker_lost, prefetch 1): every task is
+idempotent by node id. The broker URL is bound at run time by `configure`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from grid import naming
+
+app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
+
+#: Longer than any task may wait in a queue or run: a task is redelivered only after this.
+VISIBILITY_TIMEOUT = 3600
+
+
+def configure(redis_url: str) -> Celery:
+    app.conf.update(
+        broker_url=redis_url,
+        result_backend=redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_default_queue=naming.MASTER_QUEUE,
+        task_ignore_result=True,
+        result_expires=600,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_max_loop_interval=1.0,
+    )
+    return app

@@ -1,0 +1,146 @@
+"""What every command shares: settings, the Redis connection, output, durations."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+import redis
+
+from grid.connection import connect, resolve_redis_url
+from grid.errors import ConfigError, GridError
+from grid.settings import Settings, load_settings
+from grid.state import GridState
+
+
+class Context:
+    """Lazily built settings and Redis client for one CLI invocation."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._client: redis.Redis | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def url(self) -> str:
+        return resolve_redis_url(self.settings)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    @property
+    def state(self) -> GridState:
+        return GridState(self.redis)
+
+    def send_task(self, name: str, args: list[Any], queue: str) -> None:
+        from grid.celery_app import app, configure  # noqa: PLC0415 - celery is slow to import
+
+        self.redis  # noqa: B018 - fail fast (exit 2) when Redis is unreachable
+        configure(self.url)
+        app.send_task(name, args=args, queue=queue)
+
+    def call_task(self, name: str, args: list[Any], queue: str, timeout: float) -> Any:
+        from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415
+
+        from grid.celery_app import app, configure  # noqa: PLC0415
+
+        self.redis  # noqa: B018
+        configure(self.url)
+        result = app.send_task(name, args=args, queue=queue)
+        try:
+            return result.get(timeout=timeout)
+        except CeleryTimeout:
+            raise GridError(f"no answer within {timeout:.0f}s") from None
+        finally:
+            result.forget()
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        click.echo(click.style(line, bold=True) if n == 0 else line)
+    if not rows:
+        click.echo("(none)")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1h', '2d', '250ms' or plain seconds, to seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ConfigError(f"bad duration {text!r}: use a number with ms, s, m, h or d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "-"
+    delta = (now or time.time()) - ts
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    return f"{delta / 3600:.1f}h ago"
+
+
+def wait_until(
+    check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.05, quiet: bool = False
+) -> bool:
+    """Poll `check` (done, progress line) until done or timeout; prints progress on change."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        done, line = check()
+        if line != last and not quiet:
+            click.echo(line, err=True)
+            last = line
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line on stderr and exit with `code` (2: bad input, 1: operation failed)."""
+    click.echo(f"grid: {message}", err=True)
+    sys.exit(code)

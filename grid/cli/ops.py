@@ -1,0 +1,210 @@
+"""Commands that change the grid: scale, spawn, stop, drain, undrain."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from grid import naming
+from grid.cli.common import Context, Duration, fail, pass_ctx, wait_until
+from grid.errors import ConfigError, NotFoundError
+from grid.events import EventLog, EventType
+from grid.state import AgentStatus, GridState, NodeRecord, NodeStatus
+
+wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
+                           help="Wait until done, printing progress.")  # fmt: skip
+timeout_option = click.option("--timeout", type=Duration(), default="120s", show_default=True,
+                              help="How long --wait waits.")  # fmt: skip
+
+
+FAILURES_BEFORE_GIVING_UP = 3
+
+
+def _check_pool(pool: str) -> None:
+    if not naming.valid_id(pool):
+        raise ConfigError(f"bad pool name {pool!r}: use lowercase letters, digits and '-'")
+
+
+def leader(state: GridState) -> str | None:
+    return state.lease_holder(naming.leader_key())
+
+
+@click.command()
+@click.option("--nodes", type=click.IntRange(min=0), required=True, help="Desired number of nodes.")
+@click.option("--pool", default=naming.DEFAULT_POOL, show_default=True)
+@wait_option
+@timeout_option
+@pass_ctx
+def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> None:
+    """Set the desired size of a pool; the master places or stops nodes to match."""
+    _check_pool(pool)
+    state = ctx.state
+    before = state.desired().get(pool)
+    state.set_desired(pool, nodes)
+    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+        EventType.SCALE_REQUESTED,
+        f"pool {pool}: desired {before if before is not None else 0} -> {nodes}",
+        pool=pool,
+        desired=nodes,
+        previous=before,
+        source="cli",
+    )
+    if leader(state) is None:
+        click.echo(
+            f"pool {pool}: desired size {nodes} saved; no master is running, it applies "
+            "when one starts ('grid master' or 'grid up')",
+            err=True,
+        )
+        return
+    started = time.monotonic()
+    ctx.send_task("grid.reconcile", [f"scale {pool} to {nodes}"], naming.MASTER_QUEUE)
+    if not wait:
+        click.echo(f"pool {pool}: desired size {nodes}")
+        return
+
+    def progress() -> tuple[bool, str]:
+        pool_nodes = state.nodes(pool=pool)
+        running = sum(1 for n in pool_nodes if n.status == NodeStatus.RUNNING.value)
+        pool_state = state.pool_status().get(pool, {})
+        shortfall = pool_state.get("shortfall", 0)
+        if pool_state.get("fail_streak", 0) >= FAILURES_BEFORE_GIVING_UP:
+            last = EventLog(ctx.redis).read(types={"spawn_failed"}, pool=pool, limit=1)
+            why = last[0].message if last else "see 'grid events --type spawn_failed'"
+            fail(f"pool {pool}: nodes keep failing to start ({why}); the master keeps retrying "
+                 "with backoff", code=1)  # fmt: skip
+        done = running == nodes and len(pool_nodes) == nodes
+        line = f"pool {pool}: {running}/{nodes} running, {len(pool_nodes)} total"
+        if shortfall:
+            line += f", {shortfall} do not fit"
+        return done, line
+
+    if not wait_until(progress, timeout):
+        fail(f"pool {pool} did not reach {nodes} nodes within {timeout:.0f}s "
+             "(see 'grid status' and 'grid events')", code=1)  # fmt: skip
+    click.echo(f"pool {pool}: {nodes} nodes running ({time.monotonic() - started:.2f}s)")
+
+
+@click.command()
+@click.option("--agent", "agent_id", required=True, help="Agent to run the node on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (0 picks a free one).")
+@click.option("--memory", "memory_mb", type=click.IntRange(16), help="Memory limit in MB.")
+@click.option("--pool", default="manual", show_default=True,
+              help="Pool label; pools without a desired size are not reconciled.")  # fmt: skip
+@wait_option
+@timeout_option
+@pass_ctx
+def spawn(
+    ctx: Context, agent_id: str, port: int, memory_mb: int | None, pool: str, wait: bool, timeout: float
+) -> None:
+    """Start one node on a given agent, outside any scaled pool."""
+    _check_pool(pool)
+    state = ctx.state
+    agent = state.agent(agent_id)
+    if agent is None:
+        raise NotFoundError(f"unknown agent {agent_id!r} (see 'grid agents')")
+    if agent.status != AgentStatus.ONLINE.value:
+        fail(f"agent {agent_id} is {agent.status}", code=1)
+    used = sum(1 for n in state.nodes(agent_id=agent_id) if n.status != NodeStatus.LOST.value)
+    if used >= agent.max_nodes:
+        fail(f"agent {agent_id} is full ({used}/{agent.max_nodes} nodes)", code=1)
+    rec = NodeRecord(
+        node_id=naming.new_node_id(pool),
+        pool=pool,
+        agent_id=agent_id,
+        generation=state.next_generation(),
+        created_at=time.time(),
+        port=port,
+        memory_mb=memory_mb,
+    )
+    state.create_nodes([rec])
+    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+        EventType.SPAWN_REQUESTED, f"node {rec.node_id} requested on {agent_id}",
+        agent_id=agent_id, node_id=rec.node_id, pool=pool, source="cli",
+    )  # fmt: skip
+    ctx.send_task("grid.spawn_node", [rec.node_id], naming.agent_queue(agent_id))
+    if not wait:
+        click.echo(rec.node_id)
+        return
+
+    def progress() -> tuple[bool, str]:
+        now = state.node(rec.node_id)
+        status = now.status if now else "gone"
+        return status in ("running", "failed", "gone"), f"node {rec.node_id}: {status}"
+
+    if not wait_until(progress, timeout):
+        fail(f"node {rec.node_id} did not start within {timeout:.0f}s", code=1)
+    final = state.node(rec.node_id)
+    if final is None or final.status != NodeStatus.RUNNING.value:
+        fail(f"node {rec.node_id} failed: {final.error if final else 'removed'}", code=1)
+    assert final is not None
+    click.echo(f"{rec.node_id} running at {final.endpoint}")
+
+
+@click.command()
+@click.argument("node_id")
+@wait_option
+@timeout_option
+@pass_ctx
+def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
+    """Stop one node. A node of a scaled pool is replaced: use `grid scale` to shrink."""
+    state = ctx.state
+    rec = state.node(node_id)
+    if rec is None:
+        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    state.update_node(node_id, status=NodeStatus.STOPPING)
+    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+        EventType.STOP_REQUESTED, f"node {node_id} asked to stop",
+        agent_id=rec.agent_id, node_id=node_id, pool=rec.pool, source="cli",
+    )  # fmt: skip
+    ctx.send_task("grid.stop_node", [node_id], naming.agent_queue(rec.agent_id))
+    if wait and not wait_until(lambda: (state.node(node_id) is None, f"stopping {node_id}"), timeout):
+        fail(f"node {node_id} did not stop within {timeout:.0f}s", code=1)
+    click.echo(f"{node_id} stopped" if wait else f"{node_id} stopping")
+    if rec.pool in state.desired():
+        click.echo(f"pool {rec.pool} keeps its size: the master starts a replacement", err=True)
+
+
+def _set_draining(ctx: Context, agent_id: str, draining: bool) -> GridState:
+    state = ctx.state
+    if state.agent(agent_id) is None:
+        raise NotFoundError(f"unknown agent {agent_id!r} (see 'grid agents')")
+    state.update_agent(agent_id, draining=draining)
+    kind = EventType.AGENT_DRAINING if draining else EventType.AGENT_UNDRAINED
+    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+        kind, f"agent {agent_id} {'draining' if draining else 'accepting nodes again'}", agent_id=agent_id
+    )
+    return state
+
+
+@click.command()
+@click.argument("agent_id")
+@wait_option
+@timeout_option
+@pass_ctx
+def drain(ctx: Context, agent_id: str, wait: bool, timeout: float) -> None:
+    """Move an agent's nodes elsewhere and stop placing nodes on it."""
+    state = _set_draining(ctx, agent_id, True)
+    if leader(state) is None:
+        fail("no master is running to move the nodes", code=1)
+    ctx.send_task("grid.reconcile", [f"drain {agent_id}"], naming.MASTER_QUEUE)
+
+    def progress() -> tuple[bool, str]:
+        left = [n for n in state.nodes(agent_id=agent_id) if n.pool in state.desired()]
+        return not left, f"agent {agent_id}: {len(left)} node(s) left to move"
+
+    if wait and not wait_until(progress, timeout):
+        fail(f"agent {agent_id} still has nodes after {timeout:.0f}s (is there room elsewhere?)", code=1)
+    click.echo(f"agent {agent_id} drained" if wait else f"agent {agent_id} draining")
+
+
+@click.command()
+@click.argument("agent_id")
+@pass_ctx
+def undrain(ctx: Context, agent_id: str) -> None:
+    """Let the master place nodes on a drained agent again."""
+    _set_draining(ctx, agent_id, False)
+    click.echo(f"agent {agent_id} accepts nodes again")
+
+
+COMMANDS = [scale, spawn, stop, drain, undrain]

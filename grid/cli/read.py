@@ -1,0 +1,196 @@
+"""Read commands: nodes, agents, status, events, logs, node-status. All take --json."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+
+from grid import naming
+from grid.cli.common import Context, Duration, ago, emit_json, json_option, pass_ctx, table
+from grid.errors import ConfigError, NotFoundError
+from grid.events import EVENT_TYPES, Event, EventLog
+from grid.health import probe
+from grid.monitor import cluster_state, pool_summary
+from grid.state import AgentStatus, NodeStatus
+
+
+@click.command()
+@click.option("--pool", help="Only this pool.")
+@click.option("--agent", "agent_id", help="Only this agent.")
+@json_option
+@pass_ctx
+def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -> None:
+    """List nodes: id, pool, agent, status, pid, port, endpoint, restarts."""
+    records = ctx.state.nodes(pool=pool, agent_id=agent_id)
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    table(
+        [(r.node_id, r.pool, r.agent_id, r.status, r.pid, r.port or "", r.endpoint, r.restart_count,
+          ago(r.started_at) if r.status == "running" else "") for r in records],  # fmt: skip
+        ["NODE", "POOL", "AGENT", "STATUS", "PID", "PORT", "ENDPOINT", "RESTARTS", "STARTED"],
+    )
+
+
+@click.command()
+@json_option
+@pass_ctx
+def agents(ctx: Context, as_json: bool) -> None:
+    """List agents: status, platform, nodes/capacity, cost, labels, last heartbeat."""
+    records = ctx.state.agents()
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    table(
+        [(a.agent_id, a.status + (" (draining)" if a.draining else ""), a.platform,
+          f"{a.node_count}/{a.max_nodes}", a.cost, ",".join(f"{k}={v}" for k, v in a.labels.items()),
+          f"{a.cpu_percent:.0f}%", ago(a.last_heartbeat), a.hostname) for a in records],  # fmt: skip
+        ["AGENT", "STATUS", "PLATFORM", "NODES", "COST", "LABELS", "CPU", "HEARTBEAT", "HOST"],
+    )
+
+
+def status_report(ctx: Context) -> dict[str, Any]:
+    state = ctx.state
+    agent_records = state.agents()
+    node_records = state.nodes()
+    desired = state.desired()
+    agent_counts = {s.value: 0 for s in AgentStatus}
+    for a in agent_records:
+        agent_counts[a.status] = agent_counts.get(a.status, 0) + 1
+    node_counts = {s.value: 0 for s in NodeStatus}
+    for n in node_records:
+        node_counts[n.status] = node_counts.get(n.status, 0) + 1
+    cluster, why = cluster_state(agent_records, desired, node_records)
+    info = state.r.hgetall(naming.leader_key() + ":info")
+    holder = state.lease_holder(naming.leader_key())
+    return {
+        "cluster": cluster,
+        "reason": why,
+        "leader": info.get("master_id") if holder else None,
+        "agents": {"total": len(agent_records), **agent_counts},
+        "nodes": {"total": len(node_records), **node_counts},
+        "pools": pool_summary(state),
+    }
+
+
+@click.command()
+@json_option
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Cluster state (healthy / degraded / critical), agent and node counts, pools."""
+    report = status_report(ctx)
+    if as_json:
+        emit_json(report)
+        return
+    color = {"healthy": "green", "degraded": "yellow", "critical": "red"}[report["cluster"]]
+    click.echo(f"cluster  {click.style(report['cluster'], fg=color, bold=True)} ({report['reason']})")
+    click.echo(f"leader   {report['leader'] or 'none (no master running)'}")
+    a = report["agents"]
+    click.echo(f"agents   {a['total']} total: {a['online']} online, {a['degraded']} degraded, "
+               f"{a['offline']} offline")  # fmt: skip
+    n = report["nodes"]
+    others = ", ".join(f"{n[k]} {k}" for k in n if k not in ("total", "running") and n[k])
+    click.echo(f"nodes    {n['total']} total: {n['running']} running" + (f", {others}" if others else ""))
+    for pool, entry in sorted(report["pools"].items()):
+        counts = entry["nodes"]
+        line = f"pool     {pool}: desired {entry['desired'] if entry['desired'] is not None else '-'}, "
+        line += f"running {counts.get('running', 0)}"
+        if entry["shortfall"]:
+            line += click.style(f", {entry['shortfall']} do not fit (capacity shortfall)", fg="red")
+        click.echo(line)
+
+
+def _event_line(ev: Event) -> str:
+    stamp = datetime.fromtimestamp(ev.ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{stamp}  {ev.type:<18} {ev.message}"
+
+
+@click.command()
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only this type (repeatable).")
+@click.option("--agent", "agent_id")
+@click.option("--node", "node_id")
+@click.option("--pool")
+@click.option("--since", type=Duration(), help="Only events newer than this (e.g. 10m, 1h).")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@json_option
+@pass_ctx
+def events(
+    ctx: Context,
+    types: tuple[str, ...],
+    agent_id: str | None,
+    node_id: str | None,
+    pool: str | None,
+    since: float | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """Show the event log, oldest first. Types: see `grid events --help`."""
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise ConfigError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
+    log = EventLog(ctx.redis)
+    filters: dict[str, Any] = {"types": set(types) or None, "agent_id": agent_id, "node_id": node_id,
+                               "pool": pool}  # fmt: skip
+    found = log.read(since=time.time() - since if since else None, limit=limit, **filters)
+    if as_json and not follow:
+        emit_json([e.as_dict() for e in found])
+        return
+    for ev in found:
+        click.echo(_json_line(ev) if as_json else _event_line(ev))
+    if follow:
+        last = found[-1].id if found else "$"
+        for ev in log.follow(after=last, **filters):
+            if ev is not None:
+                click.echo(_json_line(ev) if as_json else _event_line(ev))
+
+
+events.help = (events.help or "") + "\n\nEvent types: " + ", ".join(EVENT_TYPES) + "."
+
+
+def _json_line(ev: Event) -> str:
+    import json  # noqa: PLC0415
+
+    return json.dumps(ev.as_dict(), default=str)
+
+
+@click.command()
+@click.argument("node_id")
+@click.option("--lines", "-n", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--timeout", type=Duration(), default="10s", show_default=True)
+@pass_ctx
+def logs(ctx: Context, node_id: str, lines: int, timeout: float) -> None:
+    """Print the last lines of a node's output (fetched through its agent)."""
+    rec = ctx.state.node(node_id)
+    if rec is None:
+        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    text = ctx.call_task("grid.node_logs", [node_id, lines], naming.agent_queue(rec.agent_id), timeout)
+    click.echo(text, nl=not str(text).endswith("\n"))
+
+
+@click.command("node-status")
+@click.argument("node_id")
+@json_option
+@pass_ctx
+def node_status(ctx: Context, node_id: str, as_json: bool) -> None:
+    """One node's record and a live health check of its endpoint."""
+    rec = ctx.state.node(node_id)
+    if rec is None:
+        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    health = probe(rec.endpoint, timeout=2.0) if rec.endpoint else None
+    report = {**rec.as_dict(), "health": health}
+    if as_json:
+        emit_json(report)
+        return
+    for key, value in report.items():
+        if key != "health":
+            click.echo(f"{key:<14} {value if value not in (None, '') else '-'}")
+    click.echo(f"{'health':<14} {'ok' if health else 'no answer'}"
+               + (f" (uptime {health.get('uptime', 0):.0f}s, {health.get('keys', 0)} keys)" if health else ""))  # fmt: skip
+
+
+COMMANDS = [nodes, agents, status, events, logs, node_status]

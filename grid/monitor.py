@@ -1,0 +1,143 @@
+"""Agent health and cluster state, judged by the master from heartbeat times in Redis.
+
+Transitions are emitted once: an agent's status and the cluster state are stored, and an
+event is written only when a check finds them changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grid import naming
+from grid.events import EventLog, EventType
+from grid.settings import Settings
+from grid.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
+
+
+@dataclass(frozen=True)
+class Transition:
+    agent_id: str
+    before: str
+    after: str
+    silence: float
+
+
+def agent_status_for(silence: float, settings: Settings) -> AgentStatus:
+    if silence >= settings.offline_after:
+        return AgentStatus.OFFLINE
+    if silence >= settings.degraded_after:
+        return AgentStatus.DEGRADED
+    return AgentStatus.ONLINE
+
+
+def check_agents(state: GridState, events: EventLog, settings: Settings, now: float) -> list[Transition]:
+    """Move agents between online/degraded/offline; mark an offline agent's nodes lost."""
+    changes = []
+    for agent in state.agents():
+        silence = max(0.0, now - agent.last_heartbeat)
+        after = agent_status_for(silence, settings).value
+        if after == agent.status:
+            continue
+        changes.append(Transition(agent.agent_id, agent.status, after, silence))
+        state.update_agent(agent.agent_id, status=after)
+        if after == AgentStatus.ONLINE.value:
+            down_since = float(state.r.hget(naming.agent_key(agent.agent_id), "down_since") or now)
+            events.emit(
+                EventType.AGENT_RECOVERED,
+                f"agent {agent.agent_id} is back after {now - down_since:.1f}s",
+                agent_id=agent.agent_id,
+                downtime_s=round(now - down_since, 3),
+                was=agent.status,
+            )
+            continue
+        if agent.status == AgentStatus.ONLINE.value:
+            # the last beat we heard marks the start of the outage
+            state.update_agent(agent.agent_id, down_since=agent.last_heartbeat)
+        kind = EventType.AGENT_OFFLINE if after == AgentStatus.OFFLINE.value else EventType.AGENT_DEGRADED
+        events.emit(
+            kind,
+            f"agent {agent.agent_id} silent for {silence:.1f}s",
+            agent_id=agent.agent_id,
+            silence_s=round(silence, 3),
+        )
+        if after == AgentStatus.OFFLINE.value:
+            mark_lost(state, events, state.nodes(agent_id=agent.agent_id))
+    return changes
+
+
+def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -> int:
+    count = 0
+    for node in nodes:
+        if node.status == NodeStatus.STOPPING.value:
+            state.delete_node(node.node_id)  # was going away anyway
+            continue
+        if not node.active:
+            continue
+        state.update_node(node.node_id, status=NodeStatus.LOST)
+        events.emit(
+            EventType.NODE_LOST,
+            f"node {node.node_id} lost with its agent {node.agent_id}",
+            agent_id=node.agent_id,
+            node_id=node.node_id,
+            pool=node.pool,
+        )
+        count += 1
+    return count
+
+
+def cluster_state(
+    agents: Sequence[AgentRecord], desired: dict[str, int], nodes: Sequence[NodeRecord]
+) -> tuple[str, str]:
+    """(healthy | degraded | critical, why)."""
+    want = sum(desired.values())
+    running = {p: 0 for p in desired}
+    for node in nodes:
+        if node.status == NodeStatus.RUNNING.value and node.pool in running:
+            running[node.pool] += 1
+    online = [a for a in agents if a.status == AgentStatus.ONLINE.value]
+    if want and not online:
+        return "critical", "no agent is online"
+    short = {p: desired[p] - running[p] for p in desired if running[p] < desired[p]}
+    if any(running[p] < desired[p] / 2 for p in desired if desired[p]):
+        return "critical", f"pools below half their size: {short}"
+    if len(online) < len(agents):
+        return "degraded", f"{len(agents) - len(online)} agent(s) not online"
+    if short:
+        return "degraded", f"pools below size: {short}"
+    return "healthy", "all agents online and every pool at size"
+
+
+def update_cluster_state(state: GridState, events: EventLog) -> str:
+    agents = state.agents()
+    desired = state.desired()
+    nodes = state.nodes()
+    current, why = cluster_state(agents, desired, nodes)
+    before = state.r.get(naming.cluster_state_key())
+    if before != current:
+        state.r.set(naming.cluster_state_key(), current)
+        kind = {
+            "healthy": EventType.CLUSTER_HEALTHY,
+            "degraded": EventType.CLUSTER_DEGRADED,
+            "critical": EventType.CLUSTER_CRITICAL,
+        }[current]
+        events.emit(kind, f"cluster {current}: {why}", was=before or "", reason=why)
+    return current
+
+
+def pool_summary(state: GridState) -> dict[str, dict[str, object]]:
+    """Per pool: desired, running, other counts and the last reconcile shortfall."""
+    desired = state.desired()
+    status = state.pool_status()
+    out: dict[str, dict[str, object]] = {}
+    for node in state.nodes():
+        entry = out.setdefault(node.pool, {"desired": desired.get(node.pool), "nodes": {}})
+        counts = entry["nodes"]
+        assert isinstance(counts, dict)
+        counts[node.status] = counts.get(node.status, 0) + 1
+    for pool, want in desired.items():
+        out.setdefault(pool, {"desired": want, "nodes": {}})
+    for pool, entry in out.items():
+        entry["shortfall"] = status.get(pool, {}).get("shortfall", 0)
+    return json.loads(json.dumps(out))

@@ -1,0 +1,1 @@
+"""The storage node Grid runs by default (grid-node); stdlib only."""

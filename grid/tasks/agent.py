@@ -1,0 +1,49 @@
+"""Tasks consumed by one agent on its own queue `grid.agent.<id>`; all idempotent by node id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grid.celery_app import app
+from grid.errors import PlatformUnavailableError
+from grid.workers.agent import current_agent
+
+SPAWN_NODE = "grid.spawn_node"
+STOP_NODE = "grid.stop_node"
+NODE_LOGS = "grid.node_logs"
+PING_AGENT = "grid.ping_agent"
+
+
+@app.task(
+    name=SPAWN_NODE,
+    autoretry_for=(PlatformUnavailableError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=5,
+)
+def spawn_node(node_id: str) -> dict[str, Any]:
+    return current_agent().spawn(node_id)
+
+
+@app.task(
+    name=STOP_NODE,
+    autoretry_for=(PlatformUnavailableError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=5,
+)
+def stop_node(node_id: str) -> dict[str, Any]:
+    return current_agent().stop(node_id)
+
+
+@app.task(name=NODE_LOGS, ignore_result=False)
+def node_logs(node_id: str, lines: int = 100) -> str:
+    return current_agent().logs(node_id, lines)
+
+
+@app.task(name=PING_AGENT, ignore_result=False)
+def ping_agent(sent_at: float) -> dict[str, float]:
+    """Round trip probe for benchmarks: echoes when it was sent and when it ran."""
+    import time  # noqa: PLC0415
+
+    return {"sent_at": sent_at, "ran_at": time.time()}

@@ -1,0 +1,1 @@
+"""Agent and master runtimes: the long-lived state behind the Celery workers."""

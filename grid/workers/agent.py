@@ -1,0 +1,502 @@
+"""The agent runtime: registers, heartbeats, spawns/stops/supervises its nodes.
+
+One `AgentRuntime` lives in each agent process; the Celery tasks on the agent's own queue
+call into it. Supervision is event-driven: the platform's exit watch calls `_on_exit`, which
+restarts the node with exponential backoff or, past the crash limit, marks it failed so the
+master places a replacement elsewhere.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import shlex
+import shutil
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from grid import __version__, naming
+from grid.errors import PlatformError
+from grid.events import EventLog, EventType
+from grid.health import wait_healthy
+from grid.platforms import create_platform
+from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
+from grid.settings import Settings
+from grid.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
+
+log = logging.getLogger(__name__)
+
+LABEL_GENERATION = "grid.generation"
+
+_runtime: AgentRuntime | None = None
+
+
+def current_agent() -> AgentRuntime:
+    if _runtime is None:
+        raise RuntimeError("no agent runtime in this process")
+    return _runtime
+
+
+def set_current_agent(runtime: AgentRuntime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+@dataclass
+class LocalNode:
+    """What the agent knows of one node it runs."""
+
+    record: NodeRecord
+    spec: NodeSpec
+    phase: str = "starting"  # starting | running | restarting | stopping
+    endpoint: str = ""
+    crashes: collections.deque[float] = field(default_factory=collections.deque)
+    restart_timer: threading.Timer | None = None
+
+
+@dataclass
+class AgentOptions:
+    agent_id: str
+    platform: str = "process"
+    max_nodes: int = 10
+    labels: dict[str, str] = field(default_factory=dict)
+    cost: float = 0.0
+    platform_config: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentRuntime:
+    def __init__(self, settings: Settings, client: redis.Redis, options: AgentOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.agent_id = options.agent_id
+        self.state = GridState(client)
+        self.events = EventLog(client, settings.events_maxlen)
+        config = dict(options.platform_config)
+        if options.platform == "process":
+            config.setdefault("root", str(settings.home / "agents" / self.agent_id / "nodes"))
+            config.setdefault("start_timeout", settings.node_start_timeout)
+        self.platform: Platform = create_platform(options.platform, self.agent_id, config)
+        self.node_command = resolve_node_command(settings.node_command)
+        self.token = owner_token()
+        self.nodes: dict[str, LocalNode] = {}
+        self._nodes_lock = threading.Lock()
+        self._node_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        self._stopping = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        self.registration_ms = 0.0
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Claim the id (ConflictError if a live agent holds it), register, adopt, watch."""
+        self.state.claim_agent_id(self.agent_id, self.token, ttl=self.settings.offline_after)
+        started = time.perf_counter()
+        self.register()
+        self.registration_ms = (time.perf_counter() - started) * 1000
+        self.adopt()
+        self.platform.watch(self.watched_ids, self._on_exit)
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat_loop, name="agent-heartbeat", daemon=True
+        )
+        self._heartbeat_thread.start()
+
+    def record(self) -> AgentRecord:
+        return AgentRecord(
+            agent_id=self.agent_id,
+            hostname=socket.gethostname(),
+            platform=self.options.platform,
+            max_nodes=self.options.max_nodes,
+            labels=self.options.labels,
+            cost=self.options.cost,
+            version=__version__,
+            registered_at=time.time(),
+            last_heartbeat=time.time(),
+            node_count=len(self.nodes),
+            pid=psutil.Process().pid,
+        )
+
+    def register(self) -> None:
+        existing = self.state.agent(self.agent_id)
+        rec = self.record()
+        if existing is not None:
+            rec.draining = existing.draining  # an operator's drain survives a restart
+        self.state.register_agent(rec)
+        self.events.emit(
+            EventType.AGENT_REGISTERED,
+            f"agent {self.agent_id} registered ({self.options.platform}, "
+            f"max {self.options.max_nodes} nodes)",
+            agent_id=self.agent_id,
+            platform=self.options.platform,
+            max_nodes=self.options.max_nodes,
+        )
+        log.info("registered", extra={"agent_id": self.agent_id})
+
+    def shutdown(self, stop_nodes: bool = True) -> None:
+        """Stop heartbeating, stop every node (in parallel), unregister."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=5)
+        if stop_nodes:
+            with self._nodes_lock:
+                ids = list(self.nodes)
+            if ids:
+                with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
+                    list(pool.map(self.stop, ids))
+        self.platform.close()
+        with contextlib.suppress(redis.RedisError):
+            self.state.unregister_agent(self.agent_id, self.token)
+            self.events.emit(
+                EventType.AGENT_UNREGISTERED, f"agent {self.agent_id} stopped", agent_id=self.agent_id
+            )
+        log.info("unregistered", extra={"agent_id": self.agent_id})
+
+    def watched_ids(self) -> list[str]:
+        with self._nodes_lock:
+            return [nid for nid, n in self.nodes.items() if n.phase == "running"]
+
+    # ---- specs ------------------------------------------------------------------------
+
+    def spec_for(self, rec: NodeRecord) -> NodeSpec:
+        labels = naming.node_labels(rec.node_id, self.agent_id, rec.pool)
+        labels[LABEL_GENERATION] = str(rec.generation)
+        return NodeSpec(
+            node_id=rec.node_id,
+            agent_id=self.agent_id,
+            pool=rec.pool,
+            command=self.node_command,
+            port=rec.port or 0,
+            memory_mb=rec.memory_mb,
+            labels=labels,
+        )
+
+    # ---- spawn / stop (called by tasks) -------------------------------------------------
+
+    def spawn(self, node_id: str) -> dict[str, Any]:
+        """Start a node placed on this agent. Idempotent: a second delivery is a no-op."""
+        with self._node_locks[node_id]:
+            rec = self.state.node(node_id)
+            if rec is None or rec.agent_id != self.agent_id:
+                return {"result": "ignored", "reason": "not placed on this agent"}
+            if rec.status in (NodeStatus.STOPPING.value, NodeStatus.LOST.value):
+                return {"result": "ignored", "reason": f"node is {rec.status}"}
+            local = self.nodes.get(node_id)
+            if local is not None and local.phase in ("running", "restarting"):
+                return {"result": "already running", "endpoint": local.endpoint}
+            return self._start(rec, restart=False)
+
+    def _start(self, rec: NodeRecord, restart: bool) -> dict[str, Any]:
+        """Start `rec` through the platform and wait for health. Caller holds the node lock."""
+        started = time.perf_counter()
+        node_id = rec.node_id
+        spec = self.spec_for(rec)
+        local = LocalNode(record=rec, spec=spec)
+        with self._nodes_lock:
+            prev = self.nodes.get(node_id)
+            if prev is not None:
+                local.crashes = prev.crashes
+            self.nodes[node_id] = local
+        if not self.state.update_node(
+            node_id, status=NodeStatus.STARTING, error="", started_at=time.time()
+        ):
+            self._forget(node_id)
+            return {"result": "ignored", "reason": "record removed"}
+        try:
+            handle = self.platform.spawn(spec)
+        except PlatformError as exc:
+            return self._spawn_failed(rec, str(exc))
+        healthy = wait_healthy(
+            handle.endpoint,
+            self.settings.node_start_timeout,
+            alive=lambda: self.platform.status(node_id).state == WorkloadState.RUNNING,
+        )
+        if healthy is None:
+            logs = self.platform.logs(node_id, 3).replace("\n", " | ")
+            with contextlib.suppress(PlatformError):
+                self.platform.stop(node_id, grace=0)
+            return self._spawn_failed(rec, f"not healthy within {self.settings.node_start_timeout}s; {logs}")
+        local.endpoint = handle.endpoint
+        local.phase = "running"
+        fields: dict[str, Any] = {
+            "status": NodeStatus.RUNNING,
+            "pid": handle.pid,
+            "port": handle.port,
+            "endpoint": handle.endpoint,
+            "started_at": handle.started_at,
+            "platform": self.platform.name,
+        }
+        if restart:
+            rec.restart_count += 1
+            fields["restart_count"] = rec.restart_count
+        if not self.state.update_node(node_id, **fields):
+            # Removed while starting (scaled down or fenced): do not leave it running.
+            self.stop(node_id)
+            return {"result": "ignored", "reason": "record removed while starting"}
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        kind = EventType.NODE_RESTARTED if restart else EventType.SPAWN_SUCCEEDED
+        self.events.emit(
+            kind,
+            f"node {node_id} {'restarted' if restart else 'running'} at {handle.endpoint}",
+            agent_id=self.agent_id,
+            node_id=node_id,
+            pool=rec.pool,
+            endpoint=handle.endpoint,
+            duration_ms=elapsed_ms,
+            restart_count=rec.restart_count,
+        )
+        return {"result": "running", "endpoint": handle.endpoint, "duration_ms": elapsed_ms}
+
+    def _spawn_failed(self, rec: NodeRecord, error: str) -> dict[str, Any]:
+        self._forget(rec.node_id)
+        self.state.update_node(rec.node_id, status=NodeStatus.FAILED, error=error[:500])
+        self.events.emit(
+            EventType.SPAWN_FAILED,
+            f"node {rec.node_id} failed to start: {error}",
+            agent_id=self.agent_id,
+            node_id=rec.node_id,
+            pool=rec.pool,
+            error=error[:500],
+        )
+        log.warning("spawn failed: %s", error, extra={"agent_id": self.agent_id, "node_id": rec.node_id})
+        return {"result": "failed", "error": error}
+
+    def stop(self, node_id: str) -> dict[str, Any]:
+        """Stop a node and remove its record. Idempotent: unknown nodes succeed."""
+        with self._node_locks[node_id]:
+            with self._nodes_lock:
+                local = self.nodes.get(node_id)
+                if local is not None:
+                    local.phase = "stopping"
+                    if local.restart_timer is not None:
+                        local.restart_timer.cancel()
+            rec = self.state.node(node_id)
+            pool = rec.pool if rec else (local.record.pool if local else "")
+            try:
+                self.platform.stop(node_id, grace=self.settings.stop_grace)
+            except PlatformError as exc:
+                self.events.emit(
+                    EventType.STOP_FAILED,
+                    f"node {node_id} did not stop: {exc}",
+                    agent_id=self.agent_id,
+                    node_id=node_id,
+                    pool=pool,
+                )
+                raise
+            self._forget(node_id)
+            if rec is not None and rec.agent_id == self.agent_id:
+                self.state.delete_node(node_id)
+            if local is not None or rec is not None:
+                self.events.emit(
+                    EventType.STOP_SUCCEEDED,
+                    f"node {node_id} stopped",
+                    agent_id=self.agent_id,
+                    node_id=node_id,
+                    pool=pool,
+                )
+            return {"result": "stopped"}
+
+    def _forget(self, node_id: str) -> None:
+        with self._nodes_lock:
+            self.nodes.pop(node_id, None)
+
+    def logs(self, node_id: str, lines: int) -> str:
+        return self.platform.logs(node_id, lines)
+
+    # ---- supervision --------------------------------------------------------------------
+
+    def _on_exit(self, node_id: str, status: WorkloadStatus) -> None:
+        with self._nodes_lock:
+            local = self.nodes.get(node_id)
+            if local is None or local.phase != "running" or self._stopping.is_set():
+                return
+            local.phase = "restarting"
+            now = time.monotonic()
+            local.crashes.append(now)
+            while local.crashes and now - local.crashes[0] > self.settings.crash_window:
+                local.crashes.popleft()
+            crashes = len(local.crashes)
+        rec = local.record
+        self.events.emit(
+            EventType.NODE_CRASHED,
+            f"node {node_id} {status.detail or 'exited'}",
+            agent_id=self.agent_id,
+            node_id=node_id,
+            pool=rec.pool,
+            exit_code=status.exit_code,
+            detail=status.detail,
+            crashes_in_window=crashes,
+        )
+        if crashes > self.settings.crash_limit:
+            self._give_up(local, crashes)
+            return
+        delay = min(
+            self.settings.restart_backoff_base * 2 ** (crashes - 1), self.settings.restart_backoff_max
+        )
+        self.state.update_node(node_id, status=NodeStatus.RESTARTING, error=status.detail)
+        timer = threading.Timer(delay, self._restart, args=(node_id,))
+        timer.daemon = True
+        local.restart_timer = timer
+        timer.start()
+
+    def _give_up(self, local: LocalNode, crashes: int) -> None:
+        node_id = local.record.node_id
+        self._forget(node_id)
+        with contextlib.suppress(PlatformError):
+            self.platform.stop(node_id, grace=0)
+        self.state.update_node(
+            node_id, status=NodeStatus.FAILED, error=f"crashed {crashes} times in {self.settings.crash_window:.0f}s"
+        )
+        self.events.emit(
+            EventType.NODE_FAILED,
+            f"node {node_id} crashed {crashes} times in {self.settings.crash_window:.0f}s: giving up",
+            agent_id=self.agent_id,
+            node_id=node_id,
+            pool=local.record.pool,
+            crashes=crashes,
+        )
+
+    def _restart(self, node_id: str) -> None:
+        with self._node_locks[node_id]:
+            local = self.nodes.get(node_id)
+            if local is None or local.phase != "restarting" or self._stopping.is_set():
+                return
+            rec = self.state.node(node_id)
+            if rec is None or rec.agent_id != self.agent_id:
+                self._forget(node_id)
+                return
+            try:
+                self._start(rec, restart=True)
+            except Exception:  # noqa: BLE001 - a failed restart must not kill the timer thread
+                log.exception("restart failed", extra={"node_id": node_id})
+
+    # ---- adoption and fencing -------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Take over nodes still running from a previous run of this agent; fence stale ones.
+
+        A workload is kept only when its record still places it on this agent with the same
+        generation; records of this agent with no workload are started again.
+        """
+        records = {r.node_id: r for r in self.state.nodes(agent_id=self.agent_id)}
+        try:
+            handles = self.platform.list({naming.LABEL_AGENT_ID: self.agent_id})
+        except PlatformError as exc:
+            log.warning("cannot list workloads for adoption: %s", exc)
+            handles = []
+        running = set()
+        for handle in handles:
+            rec = records.get(handle.node_id)
+            if not self._owns(rec, handle.labels.get(LABEL_GENERATION)):
+                self._fence(handle.node_id, rec)
+                continue
+            assert rec is not None
+            running.add(handle.node_id)
+            with self._nodes_lock:
+                self.nodes[handle.node_id] = LocalNode(
+                    record=rec, spec=self.spec_for(rec), phase="running", endpoint=handle.endpoint
+                )
+            adopt = getattr(self.platform, "adopt", None)
+            if adopt is not None:
+                adopt(handle.node_id)
+            self.events.emit(
+                EventType.NODE_ADOPTED,
+                f"node {handle.node_id} adopted at {handle.endpoint}",
+                agent_id=self.agent_id,
+                node_id=handle.node_id,
+                pool=rec.pool,
+            )
+        for node_id, rec in records.items():
+            if node_id in running:
+                continue
+            if rec.status == NodeStatus.STOPPING.value:
+                self.state.delete_node(node_id)
+            elif rec.active:
+                threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
+
+    def _owns(self, rec: NodeRecord | None, generation: Any) -> bool:
+        if rec is None or rec.agent_id != self.agent_id:
+            return False
+        if rec.status in (NodeStatus.LOST.value, NodeStatus.FAILED.value):
+            return False
+        return generation is None or str(generation) == str(rec.generation)
+
+    def _fence(self, node_id: str, rec: NodeRecord | None) -> None:
+        with contextlib.suppress(PlatformError):
+            self.platform.stop(node_id, grace=self.settings.stop_grace)
+        self._forget(node_id)
+        self.events.emit(
+            EventType.NODE_FENCED,
+            f"stale node {node_id} stopped: it was replaced while this agent was away",
+            agent_id=self.agent_id,
+            node_id=node_id,
+            pool=rec.pool if rec else "",
+        )
+
+    def _fence_stale(self) -> None:
+        """Stop local nodes whose record no longer places them here (checked every beat)."""
+        with self._nodes_lock:
+            local = {nid: n for nid, n in self.nodes.items() if n.phase in ("running", "restarting")}
+        if not local:
+            return
+        pipe = self.state.r.pipeline(transaction=False)
+        for nid in local:
+            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
+        for (nid, node), (agent_id, generation, status) in zip(local.items(), pipe.execute(), strict=True):
+            if agent_id == self.agent_id and status not in ("lost", "failed") and (
+                generation == str(node.record.generation)
+            ):
+                continue
+            with self._node_locks[nid]:
+                rec = self.state.node(nid)
+                if not self._owns(rec, node.record.generation):
+                    self._fence(nid, rec)
+
+    # ---- heartbeat ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        if not self.state.renew_agent_claim(self.agent_id, self.token, self.settings.offline_after):
+            log.error("agent id taken over by another process", extra={"agent_id": self.agent_id})
+            return
+        if not self.state.agent_exists(self.agent_id):
+            self.register()  # Redis lost our record (restart without persistence)
+        with self._nodes_lock:
+            count = len(self.nodes)
+        self.state.update_agent(
+            self.agent_id,
+            last_heartbeat=time.time(),
+            node_count=count,
+            cpu_percent=psutil.cpu_percent(None),
+            memory_percent=psutil.virtual_memory().percent,
+        )
+        self.events.emit(EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count)
+        self._fence_stale()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.settings.heartbeat_interval):
+            try:
+                self.heartbeat()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"agent_id": self.agent_id})
+            except Exception:  # noqa: BLE001 - the heartbeat thread must survive anything
+                log.exception("heartbeat error", extra={"agent_id": self.agent_id})
+
+
+
+def resolve_node_command(command: str) -> list[str]:
+    """The node argv prefix; the bundled `grid-node` is found beside this Python if not on PATH."""
+    argv = shlex.split(command)
+    if argv and argv[0] == "grid-node" and shutil.which("grid-node") is None:
+        beside = Path(sys.executable).parent / "grid-node"
+        argv[0:1] = [str(beside)] if beside.exists() else [sys.executable, "-m", "grid.node.server"]
+    return argv

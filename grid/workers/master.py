@@ -1,0 +1,221 @@
+"""The master runtime: leader election by a Redis lease, beat ticks while leading.
+
+Every master runs a Celery worker. Only the leader consumes `grid.master` (it subscribes on
+election and unsubscribes on demotion) and only the leader runs Celery beat, so
+reconciliation, health checks and autoscaling run in exactly one place at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from celery import bootsteps
+from celery.beat import Service
+
+from grid import naming
+from grid.celery_app import app
+from grid.events import EventLog, EventType
+from grid.monitor import check_agents, update_cluster_state
+from grid.reconciler import apply_plan, plan
+from grid.settings import Settings
+from grid.state import GridState, owner_token
+
+log = logging.getLogger(__name__)
+
+_runtime: MasterRuntime | None = None
+
+
+def current_master() -> MasterRuntime:
+    if _runtime is None:
+        raise RuntimeError("no master runtime in this process")
+    return _runtime
+
+
+def set_current_master(runtime: MasterRuntime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+class CeleryDispatcher:
+    """Sends agent tasks to each agent's own queue, reusing one producer per batch."""
+
+    def spawn(self, agent_id: str, node_ids: Sequence[str]) -> None:
+        self._send("grid.spawn_node", agent_id, node_ids)
+
+    def stop(self, agent_id: str, node_ids: Sequence[str]) -> None:
+        self._send("grid.stop_node", agent_id, node_ids)
+
+    @staticmethod
+    def _send(task: str, agent_id: str, node_ids: Sequence[str]) -> None:
+        queue = naming.agent_queue(agent_id)
+        with app.producer_or_acquire() as producer:
+            for node_id in node_ids:
+                app.send_task(task, args=[node_id], queue=queue, producer=producer)
+
+
+def master_id_default() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class MasterRuntime:
+    def __init__(self, settings: Settings, client: redis.Redis, master_id: str | None = None) -> None:
+        self.settings = settings
+        self.master_id = master_id or master_id_default()
+        self.state = GridState(client)
+        self.events = EventLog(client, settings.events_maxlen)
+        self.dispatcher = CeleryDispatcher()
+        self.token = f"{self.master_id}|{owner_token()}"
+        self.is_leader = False
+        self.consumer: Any = None
+        self._stop = threading.Event()
+        self._beat: Service | None = None
+        self._beat_thread: threading.Thread | None = None
+        self._election_thread: threading.Thread | None = None
+        self._autoscaler: Any = None
+
+    # ---- election -------------------------------------------------------------------
+
+    def start(self, consumer: Any) -> None:
+        self.consumer = consumer
+        if self._election_thread is None:
+            self._election_thread = threading.Thread(
+                target=self._election_loop, name="master-election", daemon=True
+            )
+            self._election_thread.start()
+
+    def _election_loop(self) -> None:
+        ttl = self.settings.lease_ttl
+        while not self._stop.is_set():
+            try:
+                held = self.state.acquire_lease(naming.leader_key(), self.token, ttl)
+            except redis.RedisError as exc:
+                log.warning("lease check failed: %s", exc)
+                held = False
+            if held and not self.is_leader:
+                self._elected()
+            elif not held and self.is_leader:
+                self._demoted()
+            # the leader renews at a third of the lease; a standby polls often to take over fast
+            self._stop.wait(ttl / 3 if self.is_leader else min(ttl / 3, 0.25))
+
+    def _elected(self) -> None:
+        self.is_leader = True
+        previous = self.state.r.hgetall(naming.leader_key() + ":info")
+        self.state.r.hset(
+            naming.leader_key() + ":info",
+            mapping={"master_id": self.master_id, "since": time.time()},
+        )
+        self.events.emit(
+            EventType.LEADER_ELECTED,
+            f"master {self.master_id} is the leader",
+            master_id=self.master_id,
+            previous=previous.get("master_id", ""),
+        )
+        log.info("elected leader", extra={"master_id": self.master_id})
+        self.consumer.call_soon(self.consumer.add_task_queue, naming.MASTER_QUEUE)
+        self._start_beat()
+        app.send_task("grid.reconcile", args=["leader elected"], queue=naming.MASTER_QUEUE)
+
+    def _demoted(self) -> None:
+        self.is_leader = False
+        log.warning("lost leadership", extra={"master_id": self.master_id})
+        self.consumer.call_soon(self.consumer.cancel_task_queue, naming.MASTER_QUEUE)
+        self._stop_beat()
+
+    def _start_beat(self) -> None:
+        app.conf.beat_schedule = {
+            "health": {"task": "grid.health_tick", "schedule": self.settings.health_interval},
+            "reconcile": {"task": "grid.reconcile", "schedule": self.settings.reconcile_interval,
+                          "args": ["periodic"]},
+            "autoscale": {"task": "grid.autoscale_tick", "schedule": self.settings.autoscale_tick},
+        }  # fmt: skip
+        for entry in app.conf.beat_schedule.values():
+            entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
+        self._beat = Service(app, max_interval=1.0, scheduler_cls="celery.beat:Scheduler")
+        self._beat_thread = threading.Thread(target=self._beat.start, name="master-beat", daemon=True)
+        self._beat_thread.start()
+
+    def _stop_beat(self) -> None:
+        if self._beat is not None:
+            self._beat.stop()
+        if self._beat_thread is not None:
+            self._beat_thread.join(timeout=5)
+        self._beat = None
+        self._beat_thread = None
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._election_thread is not None:
+            self._election_thread.join(timeout=5)
+        self._stop_beat()
+        if self.is_leader:
+            self.is_leader = False
+            try:
+                self.state.release_lease(naming.leader_key(), self.token)
+            except redis.RedisError:
+                pass
+
+    # ---- ticks (run only on the leader) --------------------------------------------------
+
+    def _leading(self) -> bool:
+        """Still the leader right now (checked in Redis, not from memory)."""
+        return self.is_leader and self.state.lease_holder(naming.leader_key()) == self.token
+
+    def reconcile(self, reason: str = "") -> dict[str, Any]:
+        if not self._leading():
+            return {"skipped": "not the leader"}
+        rules = self._placement_rules()
+        result = plan(
+            self.state.desired(),
+            self.state.nodes(),
+            self.state.agents(),
+            rules,
+            spawn_timeout=self.settings.spawn_timeout,
+            pool_state=self.state.pool_status(),
+        )
+        if result.empty:
+            return {"changed": False}
+        summary = apply_plan(self.state, self.events, self.dispatcher, result)
+        if summary["spawned"] or summary["stopped"] or summary["removed"]:
+            log.info("reconciled (%s): %s", reason, summary, extra={"master_id": self.master_id})
+        return summary
+
+    def health_tick(self) -> dict[str, Any]:
+        if not self._leading():
+            return {"skipped": "not the leader"}
+        changes = check_agents(self.state, self.events, self.settings, time.time())
+        if any(c.after == "offline" for c in changes):
+            self.reconcile("agent offline")
+        cluster = update_cluster_state(self.state, self.events)
+        return {"transitions": len(changes), "cluster": cluster}
+
+    def autoscale_tick(self) -> dict[str, Any]:
+        if not self._leading():
+            return {"skipped": "not the leader"}
+        from grid.autoscaling import run_autoscaler  # noqa: PLC0415 - optional heavy imports
+
+        return run_autoscaler(self)
+
+    def _placement_rules(self) -> dict[str, Any]:
+        from grid.autoscaling import placement_rules  # noqa: PLC0415
+
+        return placement_rules(self.state.r)
+
+
+class LeadershipStep(bootsteps.StartStopStep):
+    """Consumer bootstep: hands the consumer to the runtime so it can (un)subscribe."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def start(self, parent: Any) -> None:
+        current_master().start(parent)
+
+    def shutdown(self, parent: Any) -> None:
+        current_master().shutdown()

@@ -1,0 +1,80 @@
+"""The conformance suite every platform adapter passes.
+
+A test module subclasses `PlatformConformance` and provides two fixtures:
+- `make_platform()`: returns a new adapter instance for agent id `conf-agent` (called
+  again to simulate an agent restart; instances share the backend);
+- `make_spec(**overrides)`: returns a `NodeSpec` for a working grid-node on that platform.
+and `bad_spec`: a `NodeSpec` that cannot start (missing image or command).
+The fixtures must clean up every workload they could have created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from grid.errors import SpawnError
+from grid.health import probe, wait_healthy
+from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID
+from grid.platforms.base import NodeSpec, Platform, WorkloadState
+from tests.helpers import wait_for
+
+MakePlatform = Callable[[], Platform]
+MakeSpec = Callable[..., NodeSpec]
+
+HEALTH_TIMEOUT = 60.0
+
+
+class PlatformConformance:
+    def test_lifecycle(self, make_platform: MakePlatform, make_spec: MakeSpec) -> None:
+        platform = make_platform()
+        spec = make_spec()
+        handle = platform.spawn(spec)
+        try:
+            assert handle.node_id == spec.node_id
+            assert handle.platform == platform.name
+            health = wait_healthy(handle.endpoint, HEALTH_TIMEOUT)
+            assert health is not None, f"{handle.endpoint} never became healthy"
+            assert health["node_id"] == spec.node_id
+            assert platform.status(spec.node_id).state == WorkloadState.RUNNING
+
+            logs = wait_for(lambda: platform.logs(spec.node_id, lines=50), 10, what="logs")
+            assert spec.node_id in logs
+
+            listed = platform.list({LABEL_NODE_ID: spec.node_id, LABEL_MANAGED: "true"})
+            assert [h.node_id for h in listed] == [spec.node_id]
+            assert platform.list({LABEL_AGENT_ID: "some-other-agent"}) == []
+        finally:
+            platform.stop(spec.node_id, grace=5)
+        assert platform.status(spec.node_id).state in (WorkloadState.MISSING, WorkloadState.EXITED)
+        assert platform.list({LABEL_NODE_ID: spec.node_id}) == []
+        assert probe(handle.endpoint, timeout=0.5) is None
+        platform.stop(spec.node_id, grace=5)  # idempotent: a second stop is no error
+        platform.close()
+
+    def test_adopt_after_recreate(self, make_platform: MakePlatform, make_spec: MakeSpec) -> None:
+        first = make_platform()
+        spec = make_spec()
+        handle = first.spawn(spec)
+        first.close()
+        second = make_platform()
+        try:
+            assert wait_healthy(handle.endpoint, HEALTH_TIMEOUT) is not None
+            adopted = second.list({LABEL_AGENT_ID: spec.agent_id, LABEL_NODE_ID: spec.node_id})
+            assert [h.node_id for h in adopted] == [spec.node_id]
+            assert adopted[0].endpoint == handle.endpoint
+            assert second.status(spec.node_id).state == WorkloadState.RUNNING
+        finally:
+            second.stop(spec.node_id, grace=5)
+        assert second.list({LABEL_NODE_ID: spec.node_id}) == []
+        second.close()
+
+    def test_failed_spawn_leaves_nothing(self, make_platform: MakePlatform, bad_spec: NodeSpec) -> None:
+        platform = make_platform()
+        with pytest.raises(SpawnError) as err:
+            platform.spawn(bad_spec)
+        assert str(err.value), "the error must say what went wrong"
+        assert platform.list({LABEL_NODE_ID: bad_spec.node_id}) == []
+        assert platform.status(bad_spec.node_id).state == WorkloadState.MISSING
+        platform.close()

@@ -1,0 +1,39 @@
+"""Shared test helpers: waiting on conditions with deadlines, and service requirements."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Return the first truthy value of `condition()`; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition!r} (last: {last!r})")
+        time.sleep(interval)
+        last = condition()
+    return last
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip locally when a service is missing; under CI=true a missing service is a failure."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"required service missing under CI: {reason}")
+    pytest.skip(reason)
