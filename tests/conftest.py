@@ -47,3 +47,14 @@ def grid_node_command() -> list[str]:
     """argv prefix that starts the grid-node server from this environment."""
     exe = shutil.which("grid-node", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "grid.node.server"]
+
+
+@pytest.fixture
+def local_grid(redis_url: str, tmp_path: Path) -> Iterator["LocalGrid"]:
+    """A real grid on the session Redis; fails the test if any node process is left behind."""
+    from tests.gridproc import LocalGrid
+
+    grid = LocalGrid(redis_url, tmp_path / "home")
+    yield grid
+    leaked = grid.close()
+    assert not leaked, f"node processes left behind: {leaked}"

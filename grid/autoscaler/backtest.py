@@ -219,7 +219,7 @@ def simulate(
             if ready:
                 source.add(policy.pool, metric, uniform_partial(now, "sim", ready, load / ready))
         if now >= next_eval:
-            next_eval += controller.interval
+            next_eval = now + controller.interval
             desired, reason = controller.decide(now, len(ready_at), source)
             if desired != len(ready_at):
                 direction = 1 if desired > len(ready_at) else -1
@@ -291,10 +291,12 @@ def plot(
     first = reports[0].timeline
     t0 = first[0][0]
     hours = [(t - t0) / 3600 for t, *_ in first]
-    ax.plot(hours, [load / target for _, load, *_ in first], color="0.6", lw=1, label="load / target")
+    needed = [load / target for _, load, *_ in first]
+    ax.plot(hours, needed, color="0.6", lw=1, label="load / target")
     for report in reports:
         xs = [(t - t0) / 3600 for t, *_ in report.timeline]
-        ax.step(xs, [n for *_, n, _ in report.timeline], where="post", lw=1.2, label=report.controller)
+        nodes = [n for *_, n, _ in report.timeline]
+        ax.step(xs, nodes, where="post", lw=1.2, label=report.controller)
     ax.set_xlabel("hours")
     ax.set_ylabel("nodes")
     ax.set_title(title or reports[0].trace)

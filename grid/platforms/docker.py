@@ -240,9 +240,11 @@ class DockerPlatform(Platform):
                 if volume is not None:
                     made_volume = self._ensure_volume(volume, labels)
                 try:
+                    argv = node_argv(command, spec.node_id, listen_port, self.config.data_path)
                     container = self.client.containers.create(
                         image,
-                        node_argv(command, spec.node_id, listen_port, self.config.data_path),
+                        argv[1:],
+                        entrypoint=argv[:1],  # the argv as is, whatever the image's ENTRYPOINT
                         name=self.container_name(spec.node_id),
                         labels=labels,
                         environment=dict(spec.env),

@@ -445,6 +445,7 @@ class KubernetesPlatform(Platform):
                 "node_name": pod["spec"].get("nodeName", ""),
                 "image": container.get("image", ""),
             },
+            labels=dict(meta["labels"]),
         )
 
     # ---- lifecycle ----------------------------------------------------------------------------

@@ -325,7 +325,9 @@ class StandinApiServer(kmock.KubernetesEmulator):
     async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:
         return {
             "major": "1", "minor": "31", "gitVersion": STANDIN_VERSION,
-            "gitTreeState": "clean", "platform": "linux/amd64", "compiler": "gc",
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22 (emulated by kmock)",
+            "compiler": "gc", "platform": "linux/amd64",
         }
 
     def _live(self, key: tuple[Any, str | None, str]) -> Any:

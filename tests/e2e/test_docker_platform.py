@@ -168,6 +168,8 @@ def test_container_carries_labels_and_limits(
     assert attrs["HostConfig"]["Memory"] == 96 * 1024 * 1024
     assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert attrs["HostConfig"]["NetworkMode"] == "host"
+    assert attrs["Config"]["Entrypoint"] == ["grid-node"]
+    assert attrs["Config"]["Cmd"][-2:] == ["--node-id", spec.node_id]
     assert attrs["Config"]["Env"] and "PYTHONUNBUFFERED=1" in attrs["Config"]["Env"]
     platform.stop(spec.node_id, grace=5)
 

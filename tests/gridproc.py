@@ -1,0 +1,194 @@
+"""A real local grid for tests: master and agent processes on the test Redis.
+
+Every process is started here and ended here by PID; `close()` also ends any node process
+still recorded under this grid's home (and the test then fails on the leak).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from grid.connection import redis_client
+from grid.state import GridState, NodeRecord
+from tests.helpers import wait_for
+
+FAST_TIMINGS = {
+    "GRID_HEARTBEAT_INTERVAL": "0.5",
+    "GRID_DEGRADED_AFTER": "1.5",
+    "GRID_OFFLINE_AFTER": "3",
+    "GRID_LEASE_TTL": "3",
+    "GRID_HEALTH_INTERVAL": "0.5",
+    "GRID_RECONCILE_INTERVAL": "1",
+    "GRID_RESTART_BACKOFF_BASE": "0.2",
+    "GRID_STOP_GRACE": "3",
+}
+
+
+class LocalGrid:
+    def __init__(self, redis_url: str, home: Path, env: dict[str, str] | None = None) -> None:
+        self.redis_url = redis_url
+        self.home = home
+        self.env = {
+            **os.environ,
+            "GRID_REDIS_URL": redis_url,
+            "GRID_HOME": str(home),
+            "PYTHONUNBUFFERED": "1",
+            **FAST_TIMINGS,
+            **(env or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.client: redis.Redis = redis_client(redis_url)
+        self.state = GridState(self.client)
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+
+    # ---- processes ------------------------------------------------------------------
+
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.home / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "grid.cli.main", *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_master(self, name: str = "master") -> subprocess.Popen[bytes]:
+        return self._start(name, ["master", "--id", name])
+
+    def start_agent(
+        self, agent_id: str, max_nodes: int = 10, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self._start(agent_id, ["agent", "--id", agent_id, "--max-nodes", str(max_nodes), *extra], env)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "grid.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.home / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def kill(self, name: str) -> None:
+        """kill -9 one of our processes (its nodes live on: they have their own group)."""
+        self.signal(name, signal.SIGKILL)
+        self.procs[name].wait(timeout=10)
+
+    def stop(self, name: str, timeout: float = 60) -> int:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+    # ---- waiting ----------------------------------------------------------------------
+
+    def wait_leader(self, timeout: float = 30) -> str:
+        def holder() -> str | None:
+            value = self.client.get("grid:leader")
+            return str(value) if value else None
+
+        return wait_for(holder, timeout, what="a leading master")
+
+    def wait_agents(self, *agent_ids: str, timeout: float = 30) -> None:
+        def online() -> bool:
+            status = {a.agent_id: a.status for a in self.state.agents()}
+            return all(status.get(a) == "online" for a in agent_ids)
+
+        wait_for(online, timeout, what=f"agents {agent_ids} online")
+
+    def running(self, pool: str = "default") -> list[NodeRecord]:
+        return [n for n in self.state.nodes(pool=pool) if n.status == "running"]
+
+    def wait_pool(self, size: int, pool: str = "default", timeout: float = 60) -> list[NodeRecord]:
+        """Wait until exactly `size` nodes of the pool exist and all run."""
+
+        def settled() -> list[NodeRecord] | None:
+            nodes = self.state.nodes(pool=pool)
+            if len(nodes) == size and all(n.status == "running" for n in nodes):
+                return nodes or [NodeRecord("none")]
+            return None
+
+        result = wait_for(settled, timeout, interval=0.05, what=f"pool {pool} at {size} running")
+        return [n for n in result if n.node_id != "none"]
+
+    def events(self, type_: str) -> list[dict[str, Any]]:
+        rows = self.client.xrange("grid:events")
+        return [f for _, f in rows if f.get("type") == type_]
+
+    # ---- node processes ------------------------------------------------------------
+
+    def node_processes(self) -> Iterator[psutil.Process]:
+        """grid-node processes whose data dir lies under this grid's home."""
+        home = str(self.home)
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if any("grid-node" in part or "grid.node.server" in part for part in cmd[:3]) and any(
+                part.startswith(home) for part in cmd
+            ):
+                yield proc
+
+    def close(self) -> list[int]:
+        """Stop agents, then masters; end leftovers. Returns pids of node processes left."""
+        agents = [n for n in self.procs if not n.startswith("master")]
+        for name in agents:
+            with suppress(ProcessLookupError):
+                self.signal(name, signal.SIGTERM)
+        for name in agents:
+            self.stop(name)
+        for name in list(self.procs):
+            self.stop(name)
+        leaked = []
+        for proc in self.node_processes():
+            leaked.append(proc.pid)
+            with suppress(psutil.Error):
+                proc.kill()
+        self.client.close()
+        return leaked
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(gone, timeout, what=f"process {pid} to end")
+
+
+def now() -> float:
+    return time.time()
