@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from grid import naming
+from grid.events import EventType
 from grid.placement import PlacementRules
 
 if TYPE_CHECKING:
@@ -18,17 +18,41 @@ log = logging.getLogger(__name__)
 
 
 def placement_rules(client: redis.Redis) -> dict[str, PlacementRules]:
-    """Placement rules of every pool that has an applied policy with a `placement` block."""
-    rules = {}
-    for pool, raw in client.hgetall(naming.policies_key()).items():
-        try:
-            block = json.loads(raw).get("placement")
-            if block:
-                rules[pool] = PlacementRules(**block)
-        except (ValueError, TypeError):
-            log.warning("unreadable placement rules for pool %s", pool)
-    return rules
+    """Placement rules of every pool with an applied policy."""
+    from grid.autoscaler.service import list_policies  # noqa: PLC0415
+
+    return {p.pool: p.placement for p in list_policies(client)}
 
 
 def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
-    return {"evaluated": 0}
+    """Evaluate every due policy; a changed size is written and reconciled at once."""
+    from grid.autoscaler.service import evaluate_due_pools  # noqa: PLC0415
+
+    state, events = master.state, master.events
+
+    def current_size(pool: str) -> int:
+        return state.desired().get(pool, 0)
+
+    def set_desired(pool: str, size: int, reason: str) -> None:
+        before = state.desired().get(pool, 0)
+        state.set_desired(pool, size)
+        events.emit(
+            EventType.SCALE_REQUESTED,
+            f"pool {pool}: desired {before} -> {size} by the autoscaler: {reason}",
+            pool=pool,
+            desired=size,
+            previous=before,
+            source="autoscaler",
+        )
+        master.reconcile(f"autoscaler: {pool} -> {size}")
+
+    def emit(kind: str, payload: dict[str, Any]) -> None:
+        events.emit(
+            EventType(kind),
+            f"pool {payload.get('pool', '')}: {payload.get('reason', '')}",
+            pool=str(payload.get("pool", "")),
+            decision=payload,
+        )
+
+    decisions = evaluate_due_pools(state.r, time.time(), current_size, set_desired, emit)
+    return {"evaluated": len(decisions), "changed": sum(1 for d in decisions if d.applied)}

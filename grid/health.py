@@ -9,22 +9,36 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def probe(endpoint: str, timeout: float = 1.0, path: str = "/health") -> dict[str, Any] | None:
-    """GET endpoint+path; the decoded JSON body on HTTP 200, else None."""
+def fetch(endpoint: str, path: str, timeout: float = 1.0) -> bytes | None:
+    """GET endpoint+path; the body on HTTP 200, else None (never raises for I/O)."""
     parts = urlsplit(endpoint)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
-        if resp.status != 200:
-            return None
-        data = json.loads(body or b"{}")
-        return data if isinstance(data, dict) else {"body": data}
-    except (OSError, ValueError, http.client.HTTPException):
+        return body if resp.status == 200 else None
+    except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
+
+
+def fetch_text(endpoint: str, path: str, timeout: float = 1.0) -> str | None:
+    body = fetch(endpoint, path, timeout)
+    return None if body is None else body.decode("utf-8", "replace")
+
+
+def probe(endpoint: str, timeout: float = 1.0, path: str = "/health") -> dict[str, Any] | None:
+    """GET endpoint+path; the decoded JSON body on HTTP 200, else None."""
+    body = fetch(endpoint, path, timeout)
+    if body is None:
+        return None
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else {"body": data}
 
 
 def wait_healthy(

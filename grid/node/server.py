@@ -43,7 +43,9 @@ MAX_VALUE_BYTES = 16 * 1024 * 1024
 MAX_GAUGE_BODY = 64
 RESERVED_GAUGE_PREFIXES = ("grid_node_", "process_")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-DRAIN_TIMEOUT = 2.0  # seconds granted to in-flight requests on SIGTERM/SIGINT
+# Seconds granted to in-flight requests on SIGTERM/SIGINT (an idle node exits at once);
+# under the agents' default 5 s SIGTERM-to-SIGKILL grace (settings.stop_grace).
+DRAIN_TIMEOUT = 4.0
 IDLE_TIMEOUT = 60.0  # seconds before an idle keep-alive connection is dropped
 SERVE_POLL = 1.0  # stop requests interrupt select() at once; this is only a backstop
 

@@ -6,6 +6,8 @@ agent rebuilds every handle from the daemon alone. Its data lives in the volume
 `<volume_prefix><node_id>` mounted at `data_path` (or in the spec's `data_dir`, bind-mounted
 there), removed on stop unless `retain_data` is set.
 
+The node's argv (`node_argv` of the config's command, else the spec's) replaces the image's
+ENTRYPOINT and CMD, so any image holding the program works, the Grid image included.
 With the `host` network the node listens on a free host port picked here (or the spec's);
 on any other network (`bridge` or a user-defined one) it listens on `container_port`, which
 Docker publishes on a host port (the spec's, or one Docker picks) reported in the endpoint.
@@ -123,8 +125,8 @@ def describe_container_exit(state: dict[str, Any]) -> str:
 def parse_docker_time(text: str) -> float:
     """A Docker RFC 3339 timestamp (nanoseconds, Z) as a unix time; 0.0 if unset."""
     try:
-        return datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
+        return max(0.0, datetime.fromisoformat(text).timestamp())  # never started: year 1
+    except (TypeError, ValueError, OverflowError):
         return 0.0
 
 
@@ -272,11 +274,16 @@ class DockerPlatform(Platform):
                     ) from None
                 self._check_started(container, spec.node_id)
                 return self._handle_from(container.attrs)
-        except BaseException:  # a failed spawn leaves nothing behind, whatever failed
-            with contextlib.suppress(Exception):
-                if container is not None:
+        except BaseException as exc:  # a failed spawn leaves nothing behind, whatever failed
+            if container is None and not isinstance(exc, SpawnError):
+                # e.g. a create that timed out on our side but happened on the daemon's
+                with contextlib.suppress(Exception):
+                    container = self._find(spec.node_id)
+            if container is not None:
+                with contextlib.suppress(Exception):
                     self._remove_container(container)
-                if made_volume:
+            if made_volume:
+                with contextlib.suppress(Exception):
                     self._remove_volume(str(volume))
             raise
 
@@ -309,9 +316,10 @@ class DockerPlatform(Platform):
         """A free host port, not handed out recently by this adapter (concurrent spawns)."""
         for _ in range(50):
             port = free_port("")
-            if port not in self._recent_ports:
-                self._recent_ports.append(port)
-                return port
+            with self._lock:
+                if port not in self._recent_ports:
+                    self._recent_ports.append(port)
+                    return port
         raise PlatformUnavailableError("no free host port found")
 
     def _handle_from(self, attrs: dict[str, Any]) -> NodeHandle:

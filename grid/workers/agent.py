@@ -26,12 +26,14 @@ import psutil
 import redis
 
 from grid import __version__, naming
+from grid.autoscaler.metrics import MetricsStore
 from grid.errors import PlatformError
 from grid.events import EventLog, EventType
 from grid.health import wait_healthy
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
 from grid.settings import Settings
+from grid.workers.sampler import NodeSampler
 from grid.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,12 @@ class AgentRuntime:
         self._stopping = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self.registration_ms = 0.0
+        self.sampler = NodeSampler(
+            MetricsStore(client, retention=settings.metrics_retention),
+            self.sampled_nodes,
+            source=self.agent_id,
+            interval=settings.metrics_interval,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -109,6 +117,15 @@ class AgentRuntime:
             target=self._heartbeat_loop, name="agent-heartbeat", daemon=True
         )
         self._heartbeat_thread.start()
+        self.sampler.start()
+
+    def sampled_nodes(self) -> list[tuple[str, str, str]]:
+        with self._nodes_lock:
+            return [
+                (nid, n.record.pool, n.endpoint)
+                for nid, n in self.nodes.items()
+                if n.phase == "running" and n.endpoint
+            ]
 
     def record(self) -> AgentRecord:
         return AgentRecord(
@@ -148,6 +165,7 @@ class AgentRuntime:
         self._stopping.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(timeout=5)
+        self.sampler.stop()
         if stop_nodes:
             with self._nodes_lock:
                 ids = list(self.nodes)

@@ -14,6 +14,7 @@ Used by tests/e2e/test_docker_platform.py and bench/docker_spawn.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -30,9 +31,13 @@ from grid.platforms.docker import DockerConfig
 from tests.e2e.systemd_container import host_mounts
 
 TEST_IMAGE = "grid-test:local"
+# Bump when rootfs_tar() changes: an image with another version is imported again.
+IMAGE_VERSION = "2"
+VERSION_LABEL = "grid.test-image"
+NODE_UID = 1000  # owns /data, so a node run as this user writes a fresh volume (copy-up)
 BUSYBOX = Path("/bin/busybox")
 HOST_LIBS = ("/usr/lib", "/usr/lib64")
-DIRS = ("bin", "usr", "etc", "tmp", "data", "proc", "sys", "dev", "root", "run", "var")
+DIRS = ("bin", "usr", "etc", "tmp", "proc", "sys", "dev", "root", "run", "var")
 
 
 def docker_client() -> Any:
@@ -81,6 +86,9 @@ def rootfs_tar() -> bytes:
 
         for name in DIRS:
             add(name, tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755)
+        data = tarfile.TarInfo("data")
+        data.type, data.mode, data.uid, data.gid = tarfile.DIRTYPE, 0o755, NODE_UID, NODE_UID
+        tar.addfile(data)
         add("bin/busybox", tarfile.REGTYPE, 0o755, BUSYBOX.read_bytes())
         for applet in applets:
             if applet != "busybox":
@@ -93,14 +101,23 @@ def rootfs_tar() -> bytes:
 
 
 def ensure_test_image(client: Any) -> str | None:
-    """Import the test image unless present; the reason it cannot be made, or None."""
+    """Import the test image unless present at IMAGE_VERSION; why it cannot be, or None."""
     try:
-        client.images.get(TEST_IMAGE)
-        return None
+        old = client.images.get(TEST_IMAGE)
     except docker.errors.ImageNotFound:
-        pass
+        old = None
+    if old is not None and old.labels.get(VERSION_LABEL) == IMAGE_VERSION:
+        return None
     if not os.access(BUSYBOX, os.X_OK):
         return f"{BUSYBOX} is missing: apt-get install -y busybox-static (scripts/docker-up.sh)"
     repository, tag = TEST_IMAGE.split(":")
-    client.api.import_image_from_data(rootfs_tar(), repository=repository, tag=tag)
+    client.api.import_image_from_data(
+        rootfs_tar(),
+        repository=repository,
+        tag=tag,
+        changes=[f"LABEL {VERSION_LABEL}={IMAGE_VERSION}"],
+    )
+    if old is not None:  # the previous version, now untagged
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(old.id)
     return None

@@ -309,12 +309,18 @@ class StandinApiServer(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources[POD] = kmock.ResourceInfo(
-            kind="Pod", namespaced=True, singular="pod", subresources={"status", "log"},
+            kind="Pod",
+            namespaced=True,
+            singular="pod",
+            subresources={"status", "log"},
             verbs={"create", "delete", "get", "list", "patch", "watch"},
         )
         self.resources[PVC] = kmock.ResourceInfo(
-            kind="PersistentVolumeClaim", namespaced=True, singular="persistentvolumeclaim",
-            subresources={"status"}, verbs={"create", "delete", "get", "list", "patch", "watch"},
+            kind="PersistentVolumeClaim",
+            namespaced=True,
+            singular="persistentvolumeclaim",
+            subresources={"status"},
+            verbs={"create", "delete", "get", "list", "patch", "watch"},
         )
         self.fallback["get /version/"] << self._serve_server_version
 
@@ -324,10 +330,15 @@ class StandinApiServer(kmock.KubernetesEmulator):
 
     async def _serve_server_version(self, request: kmock.Request) -> kmock.Payload:
         return {
-            "major": "1", "minor": "31", "gitVersion": STANDIN_VERSION,
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22 (emulated by kmock)",
-            "compiler": "gc", "platform": "linux/amd64",
+            "major": "1",
+            "minor": "31",
+            "gitVersion": STANDIN_VERSION,
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.22 (emulated by kmock)",
+            "compiler": "gc",
+            "platform": "linux/amd64",
         }
 
     def _live(self, key: tuple[Any, str | None, str]) -> Any:
@@ -366,7 +377,8 @@ class StandinApiServer(kmock.KubernetesEmulator):
             raise _api_error(404, "NotFound", "only namespaced resources are emulated")
         if meta.get("namespace", request.namespace) != request.namespace:
             raise _api_error(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 "the namespace of the provided object does not match the namespace sent on "
                 "the request",
             )
@@ -380,8 +392,11 @@ class StandinApiServer(kmock.KubernetesEmulator):
                 422, "Invalid", f'{kind} "{meta.get("name")}" is invalid: ' + "; ".join(problems)
             )
         meta.update(
-            namespace=request.namespace, uid=str(uuid.uuid4()), resourceVersion=self._next_rv(),
-            creationTimestamp=now_rfc3339(), generation=1,
+            namespace=request.namespace,
+            uid=str(uuid.uuid4()),
+            resourceVersion=self._next_rv(),
+            creationTimestamp=now_rfc3339(),
+            generation=1,
         )
         spec = obj.setdefault("spec", {})
         if request.resource == POD:
@@ -422,7 +437,9 @@ class StandinApiServer(kmock.KubernetesEmulator):
             wanted = meta_patch.pop("resourceVersion", None)
             if wanted is not None and wanted != current:
                 raise _api_error(
-                    409, "Conflict", "the object has been modified; please apply your changes "
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes "
                     "to the latest version and try again",
                 )
             for fixed in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
@@ -431,8 +448,10 @@ class StandinApiServer(kmock.KubernetesEmulator):
             obj.patch(_merge({}, {**patch, "metadata": meta_patch}))
             raw = obj.raw
             meta = raw["metadata"]
-            if request.resource != POD and meta.get("deletionTimestamp") and not meta.get(
-                "finalizers"
+            if (
+                request.resource != POD
+                and meta.get("deletionTimestamp")
+                and not meta.get("finalizers")
             ):
                 obj.delete()  # the last finalizer is gone: garbage-collect
                 await self._emit(request.resource, "DELETED", raw)
@@ -459,11 +478,15 @@ class StandinApiServer(kmock.KubernetesEmulator):
                 terminal = raw.get("status", {}).get("phase") in ("Succeeded", "Failed")
                 if grace > 0 and scheduled and not terminal:
                     if not meta.get("deletionTimestamp"):
-                        obj.patch({"metadata": {
-                            "deletionTimestamp": now_rfc3339(),
-                            "deletionGracePeriodSeconds": grace,
-                            "resourceVersion": self._next_rv(),
-                        }})
+                        obj.patch(
+                            {
+                                "metadata": {
+                                    "deletionTimestamp": now_rfc3339(),
+                                    "deletionGracePeriodSeconds": grace,
+                                    "resourceVersion": self._next_rv(),
+                                }
+                            }
+                        )
                         await self._emit(request.resource, "MODIFIED", obj.raw)
                     return aiohttp.web.json_response(obj.raw)
             obj.patch({"metadata": {"resourceVersion": self._next_rv()}})
@@ -479,7 +502,8 @@ class StandinApiServer(kmock.KubernetesEmulator):
         listed = cast(dict[str, Any], await super()._serve_list(request))
         kind = KINDS.get(cast(Any, request.resource), "Object") + "List"
         return {
-            "apiVersion": "v1", "kind": kind,
+            "apiVersion": "v1",
+            "kind": kind,
             "metadata": {"resourceVersion": str(self._rv)},
             "items": [item for item in listed["items"] if match(item)],
         }
@@ -521,13 +545,15 @@ class StandinApiServer(kmock.KubernetesEmulator):
         text = None
         if self.log_source is not None:
             text = self.log_source(
-                cast(str, request.namespace), cast(str, request.name),
+                cast(str, request.namespace),
+                cast(str, request.name),
                 int(tail) if tail else None,
             )
         if text is None:
             container = pod.raw["spec"]["containers"][0]["name"]
             raise _api_error(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 f'container "{container}" in pod "{request.name}" is waiting to start: '
                 "ContainerCreating",
             )
@@ -678,7 +704,8 @@ class FakeKubelet:
             worker = self._workers.get(uid)
             if worker is None:
                 if kind == "DELETED" or pod.get("status", {}).get("phase") in (
-                    "Succeeded", "Failed"
+                    "Succeeded",
+                    "Failed",
                 ):
                     return
                 node = pod.get("spec", {}).get("nodeName")
@@ -719,9 +746,11 @@ class FakeKubelet:
     def bind_claim(self, namespace: str, name: str) -> tuple[Path | None, str]:
         """Bind the claim on first use; its folder, or None and why the pod cannot schedule."""
         try:
-            claim = _json(self.core.read_namespaced_persistent_volume_claim(
-                name, namespace, _preload_content=False
-            ))
+            claim = _json(
+                self.core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _preload_content=False
+                )
+            )
         except client.ApiException as exc:
             if exc.status == 404:
                 return None, f'persistentvolumeclaim "{name}" not found'
@@ -731,15 +760,21 @@ class FakeKubelet:
         if claim.get("status", {}).get("phase") != "Bound":
             spec = claim["spec"]
             self.core.patch_namespaced_persistent_volume_claim(
-                name, namespace, {"spec": {"volumeName": f"pvc-{claim['metadata']['uid']}"}},
+                name,
+                namespace,
+                {"spec": {"volumeName": f"pvc-{claim['metadata']['uid']}"}},
                 _preload_content=False,
             )
             self.core.patch_namespaced_persistent_volume_claim_status(
-                name, namespace,
-                {"status": {
-                    "phase": "Bound", "accessModes": spec["accessModes"],
-                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                }},
+                name,
+                namespace,
+                {
+                    "status": {
+                        "phase": "Bound",
+                        "accessModes": spec["accessModes"],
+                        "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    }
+                },
                 _preload_content=False,
             )
         path = self.claim_dir(namespace, claim)
@@ -758,11 +793,12 @@ class FakeKubelet:
         if self._stop.is_set():
             return
         try:
-            claims = _json(self.core.list_namespaced_persistent_volume_claim(
-                namespace, _preload_content=False
-            ))["items"]
+            claims = _json(
+                self.core.list_namespaced_persistent_volume_claim(namespace, _preload_content=False)
+            )["items"]
             terminating = [
-                c for c in claims
+                c
+                for c in claims
                 if c["metadata"].get("deletionTimestamp")
                 and PVC_PROTECTION in (c["metadata"].get("finalizers") or [])
             ]
@@ -781,7 +817,9 @@ class FakeKubelet:
                 if name not in used:
                     rest = [f for f in c["metadata"]["finalizers"] if f != PVC_PROTECTION]
                     self.core.patch_namespaced_persistent_volume_claim(
-                        name, namespace, {"metadata": {"finalizers": rest or None}},
+                        name,
+                        namespace,
+                        {"metadata": {"finalizers": rest or None}},
                         _preload_content=False,
                     )
         except client.ApiException as exc:
@@ -829,7 +867,9 @@ class PodWorker(threading.Thread):
 
     def _set_condition(self, kind: str, ok: bool, reason: str = "", message: str = "") -> None:
         cond = {
-            "type": kind, "status": "True" if ok else "False", "lastTransitionTime": now_rfc3339()
+            "type": kind,
+            "status": "True" if ok else "False",
+            "lastTransitionTime": now_rfc3339(),
         }
         old = self.conditions.get(kind)
         if old is not None and old["status"] == cond["status"]:
@@ -844,8 +884,13 @@ class PodWorker(threading.Thread):
         self, state: dict[str, Any], ready: bool, started: bool
     ) -> dict[str, Any]:
         status = {
-            "name": self.container["name"], "image": self.container["image"],
-            "imageID": "", "ready": ready, "restartCount": 0, "started": started, "state": state,
+            "name": self.container["name"],
+            "image": self.container["image"],
+            "imageID": "",
+            "ready": ready,
+            "restartCount": 0,
+            "started": started,
+            "state": state,
         }
         if self._proc is not None:
             status["containerID"] = f"standin://{self._proc.pid}"
@@ -856,7 +901,9 @@ class PodWorker(threading.Thread):
         if self._gone or self._shutdown:
             return
         status: dict[str, Any] = {
-            "phase": phase, "conditions": list(self.conditions.values()), **extra,
+            "phase": phase,
+            "conditions": list(self.conditions.values()),
+            **extra,
         }
         if container is not None:
             status["containerStatuses"] = [container]
@@ -906,8 +953,13 @@ class PodWorker(threading.Thread):
         self._set_condition("Ready", False, "ContainersNotReady")
         ports = [p["containerPort"] for p in self.container.get("ports") or []]
         self.pod_ip = self.kubelet.ips.allocate(ports)
-        ips = {"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}],
-               "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "startTime": now_rfc3339()}
+        ips = {
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "startTime": now_rfc3339(),
+        }
         self._report("Pending", self._waiting("ContainerCreating"), **ips)
         entrypoint = self._pull()
         if entrypoint is None:
@@ -919,15 +971,25 @@ class PodWorker(threading.Thread):
         try:
             with self.log_path.open("ab") as out:
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    cwd=self.dir, env=env, start_new_session=True,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.dir,
+                    env=env,
+                    start_new_session=True,
                 )
         except OSError as exc:
             self.log_path.write_text(f"exec {argv[0]}: {exc.strerror or exc}\n")
-            terminated = {"terminated": {
-                "exitCode": 128, "reason": "StartError", "message": f"exec: {exc}",
-                "startedAt": started_at, "finishedAt": now_rfc3339(),
-            }}
+            terminated = {
+                "terminated": {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": f"exec: {exc}",
+                    "startedAt": started_at,
+                    "finishedAt": now_rfc3339(),
+                }
+            }
             self._report("Failed", self._container_status(terminated, False, False))
             self._terminate.wait()
             return
@@ -959,7 +1021,9 @@ class PodWorker(threading.Thread):
             delay = min(delay * 2, 1.0)
         try:
             self.kubelet.core.patch_namespaced_pod(
-                self.name, self.namespace, {"spec": {"nodeName": NODE_NAME}},
+                self.name,
+                self.namespace,
+                {"spec": {"nodeName": NODE_NAME}},
                 _preload_content=False,
             )
         except client.ApiException as exc:
@@ -1003,7 +1067,7 @@ class PodWorker(threading.Thread):
             if value == mount:
                 return str(folder)
             if value.startswith(mount + "/"):
-                return str(folder) + value[len(mount):]
+                return str(folder) + value[len(mount) :]
         return value
 
     def _argv(self, entrypoint: Sequence[str], mounts: Mapping[str, Path]) -> list[str]:
@@ -1026,9 +1090,12 @@ class PodWorker(threading.Thread):
     def _env(self, mounts: Mapping[str, Path]) -> dict[str, str]:
         env = {**os.environ, "HOSTNAME": self.name}
         fields = {
-            "metadata.name": self.name, "metadata.namespace": self.namespace,
-            "metadata.uid": self.uid, "spec.nodeName": NODE_NAME,
-            "status.podIP": self.pod_ip, "status.hostIP": "127.0.0.1",
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "metadata.uid": self.uid,
+            "spec.nodeName": NODE_NAME,
+            "status.podIP": self.pod_ip,
+            "status.hostIP": "127.0.0.1",
         }
         for var in self.container.get("env") or []:
             ref = (var.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
@@ -1068,7 +1135,8 @@ class PodWorker(threading.Thread):
                         successes, failures = 0, failures + 1
                     now_ready = (
                         successes >= int(probe.get("successThreshold", 1))
-                        if not ready else failures < int(probe.get("failureThreshold", 3))
+                        if not ready
+                        else failures < int(probe.get("failureThreshold", 3))
                     )
                     if now_ready != ready:
                         ready = now_ready
@@ -1081,8 +1149,10 @@ class PodWorker(threading.Thread):
         code = proc.wait()
         exit_code = code if code >= 0 else 128 - code
         terminated: dict[str, Any] = {
-            "exitCode": exit_code, "reason": "Completed" if code == 0 else "Error",
-            "startedAt": started_at, "finishedAt": now_rfc3339(),
+            "exitCode": exit_code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started_at,
+            "finishedAt": now_rfc3339(),
             "containerID": f"standin://{proc.pid}",
         }
         if code < 0:
@@ -1205,9 +1275,7 @@ class KubeStandin:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         async with self.api:
-            runner = aiohttp.web.ServerRunner(
-                aiohttp.web.Server(self.api), shutdown_timeout=1.0
-            )
+            runner = aiohttp.web.ServerRunner(aiohttp.web.Server(self.api), shutdown_timeout=1.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -1221,11 +1289,20 @@ class KubeStandin:
 
     def _write_kubeconfig(self) -> None:
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "grid-standin",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "grid-standin",
             "clusters": [{"name": "grid-standin", "cluster": {"server": self.url}}],
             "users": [{"name": "grid-standin", "user": {"token": "standin"}}],
-            "contexts": [{"name": "grid-standin", "context": {
-                "cluster": "grid-standin", "user": "grid-standin", "namespace": self.namespace,
-            }}],
+            "contexts": [
+                {
+                    "name": "grid-standin",
+                    "context": {
+                        "cluster": "grid-standin",
+                        "user": "grid-standin",
+                        "namespace": self.namespace,
+                    },
+                }
+            ],
         }
         self.kubeconfig.write_text(json.dumps(config, indent=2))

@@ -28,11 +28,12 @@ from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
 from grid.platforms.docker import LABEL_PORT, DockerPlatform, published_port
 from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
 from tests.e2e.docker_support import (
+    NODE_UID,
     TEST_IMAGE,
     docker_client,
+    docker_config,
     ensure_test_image,
     node_env,
-    docker_config,
 )
 from tests.helpers import require, wait_for
 
@@ -208,6 +209,20 @@ def test_retained_volume_keeps_data_across_restarts(
     assert http_get(endpoint, "/kv/answer") == (200, b"42")
     platform.stop(spec.node_id, grace=5)
     assert volume_exists(client, f"grid-data-{spec.node_id}")  # the fixture removes it
+
+
+def test_node_runs_as_the_configured_user(
+    client: Any, make_docker: MakeDocker, make_spec: MakeSpec
+) -> None:
+    platform = make_docker(user=f"{NODE_UID}:{NODE_UID}")
+    spec = make_spec()
+    endpoint = start_healthy(platform, spec)
+    # a fresh volume takes the owner of the image's /data, so the node can write it
+    assert http_put(endpoint, "/kv/mine", b"yes") in (200, 201, 204)
+    container = client.containers.get(f"grid-node-{spec.node_id}")
+    code, out = container.exec_run(["id", "-u"])
+    assert (code, out.decode().strip()) == (0, str(NODE_UID))
+    platform.stop(spec.node_id, grace=5)
 
 
 def test_spawn_is_idempotent(make_docker: MakeDocker, make_spec: MakeSpec) -> None:

@@ -382,7 +382,8 @@ def test_sigterm_finishes_in_flight_request(node: Node) -> None:
         wait_for(lambda: _refuses_connections(node.port), timeout=5, what="listener closed")
         assert node.proc.poll() is None  # still draining the PUT
         sock.sendall(b"def")
-        assert sock.recv(4096).startswith(b"HTTP/1.1 201")
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 201"), (reply, node.log.read_text())
     finally:
         sock.close()
     assert node.proc.wait(5) == 0

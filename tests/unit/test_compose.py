@@ -41,10 +41,12 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 def parse_grid_command(args: list[str]) -> click.Context:
     """Parse `grid <args>` down to the subcommand, as the real CLI would, without running it."""
+    assert args and not args[0].startswith("-"), "the command comes first"
     ctx = cli.make_context("grid", list(args))
-    name, command, rest = cli.resolve_command(ctx, [*ctx.protected_args, *ctx.args])
-    assert command is not None and name is not None, f"grid has no command {args[0]!r}"
-    return command.make_context(name, rest, parent=ctx)
+    command = cli.get_command(ctx, args[0])
+    if command is None:
+        raise click.UsageError(f"no such command {args[0]!r}", ctx)
+    return command.make_context(args[0], list(args[1:]), parent=ctx)
 
 
 def test_services(compose: dict[str, Any]) -> None:

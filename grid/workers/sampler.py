@@ -1,0 +1,153 @@
+"""The agent's metrics sampler: reads each running node's /metrics and stores samples.
+
+Counters become rates between two scrapes of the same node: CPU %, request rate, mean
+latency and the latency median (from histogram bucket deltas, as Prometheus'
+histogram_quantile does). Gauges pass through; any gauge the node exposes that Grid does
+not know is kept under its own name (custom metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from grid.autoscaler.metrics import MetricsStore
+from grid.health import fetch_text
+from grid.node.prom import parse_prometheus, sum_by_name
+
+log = logging.getLogger(__name__)
+
+REQUESTS = "grid_node_requests_total"
+INFLIGHT = "grid_node_inflight_requests"
+LATENCY = "grid_node_request_latency_seconds"
+CPU = "process_cpu_seconds_total"
+RSS = "process_resident_memory_bytes"
+GAUGES = {"grid_node_keys": "keys", "grid_node_bytes": "bytes", INFLIGHT: "inflight", RSS: "rss_bytes"}
+_KNOWN = {REQUESTS, CPU, f"{LATENCY}_sum", f"{LATENCY}_count", f"{LATENCY}_bucket", *GAUGES}
+
+
+@dataclass(frozen=True)
+class Scrape:
+    ts: float
+    totals: dict[str, float]  # summed over labels
+    buckets: dict[float, float]  # latency histogram: upper bound -> cumulative count
+
+
+def scrape_of(text: str, ts: float) -> Scrape:
+    samples = parse_prometheus(text)
+    buckets: dict[float, float] = {}
+    prefix = f"{LATENCY}_bucket"
+    for key, value in samples.items():
+        if key.startswith(prefix + "{"):
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return Scrape(ts, sum_by_name(samples), buckets)
+
+
+def quantile_from_buckets(q: float, deltas: Mapping[float, float]) -> float | None:
+    """Linear interpolation inside the bucket holding the q-th observation."""
+    bounds = sorted(deltas)
+    if not bounds or deltas[bounds[-1]] <= 0:
+        return None
+    rank = q * deltas[bounds[-1]]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = deltas[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            span = count - lower_count
+            frac = (rank - lower_count) / span if span > 0 else 1.0
+            return lower_bound + (bound - lower_bound) * frac
+        lower_bound, lower_count = bound, count
+    return None
+
+
+def derive(prev: Scrape | None, cur: Scrape) -> dict[str, float]:
+    """The metrics Grid stores for one node from two consecutive scrapes."""
+    out = {name: cur.totals[src] for src, name in GAUGES.items() if src in cur.totals}
+    for name, value in cur.totals.items():
+        if name not in _KNOWN and not name.startswith(("process_", "python_")):
+            out[name] = value
+    if prev is None:
+        return out
+    dt = cur.ts - prev.ts
+    if dt <= 0:
+        return out
+
+    def delta(name: str) -> float | None:
+        if name not in cur.totals or name not in prev.totals:
+            return None
+        change = cur.totals[name] - prev.totals[name]
+        return change if change >= 0 else None  # counter reset: the node restarted
+
+    if (cpu := delta(CPU)) is not None:
+        out["cpu_percent"] = 100.0 * cpu / dt
+    if (requests := delta(REQUESTS)) is not None:
+        out["request_rate"] = requests / dt
+    lat_sum, lat_count = delta(f"{LATENCY}_sum"), delta(f"{LATENCY}_count")
+    if lat_sum is not None and lat_count:
+        out["latency_avg_ms"] = 1000.0 * lat_sum / lat_count
+        deltas = {b: cur.buckets[b] - prev.buckets.get(b, 0.0) for b in cur.buckets}
+        p50 = quantile_from_buckets(0.5, deltas)
+        if p50 is not None:
+            out["latency_p50_ms"] = 1000.0 * p50
+    return out
+
+
+class NodeSampler:
+    """Scrapes the agent's running nodes every `interval` seconds in a thread."""
+
+    def __init__(
+        self,
+        store: MetricsStore,
+        nodes: Callable[[], list[tuple[str, str, str]]],  # (node_id, pool, endpoint)
+        source: str,
+        interval: float,
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.source = source
+        self.interval = interval
+        self._prev: dict[str, Scrape] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample_once(self) -> int:
+        batch: list[dict[str, Any]] = []
+        seen = set()
+        for node_id, pool, endpoint in self.nodes():
+            text = fetch_text(endpoint, "/metrics", timeout=2.0)
+            if text is None:
+                continue
+            now = time.time()
+            cur = scrape_of(text, now)
+            metrics = derive(self._prev.get(node_id), cur)
+            self._prev[node_id] = cur
+            seen.add(node_id)
+            batch.append({"node_id": node_id, "pool": pool, "ts": now, "metrics": metrics})
+        for gone in set(self._prev) - seen:
+            del self._prev[gone]
+        return self.store.write_samples(batch, source=self.source) if batch else 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="node-sampler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample_once()
+            except Exception as exc:  # noqa: BLE001 - sampling must never kill the agent
+                log.warning("sampling failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

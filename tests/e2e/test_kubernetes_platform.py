@@ -1,0 +1,507 @@
+"""The Kubernetes adapter against the stand-in cluster (tests/e2e/k8s_standin.py).
+
+The adapter talks to the stand-in's API server over HTTP through a kubeconfig, exactly as
+to a real cluster; the stand-in's fake kubelet runs each pod's grid-node as a local process
+on its own loopback pod IP. Every pod and claim a test could create is named from a node id
+the fixtures recorded, and removed at teardown whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import json
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from grid.errors import ConfigError, PlatformUnavailableError, SpawnError
+from grid.health import wait_healthy
+from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL
+from grid.platforms import create_platform
+from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
+from grid.platforms.kubernetes import (
+    KubernetesConfig,
+    KubernetesPlatform,
+    claim_name,
+    pod_name,
+)
+from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
+from tests.e2e.k8s_standin import KubeStandin, Program
+from tests.helpers import wait_for
+
+AGENT_ID = "conf-agent"
+NAMESPACE = "default"
+MakeK8s = Callable[..., KubernetesPlatform]
+MakeSpec = Callable[..., NodeSpec]
+
+
+@pytest.fixture(scope="module")
+def standin(
+    tmp_path_factory: pytest.TempPathFactory, grid_node_command: list[str]
+) -> Iterator[KubeStandin]:
+    with KubeStandin(
+        tmp_path_factory.mktemp("k8s"), programs={"grid-node": Program(grid_node_command)}
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def kube(standin: KubeStandin) -> Iterator[client.CoreV1Api]:
+    """A plain client of the stand-in, to look at what the API server really stores."""
+    cfg = client.Configuration()
+    config.load_kube_config(str(standin.kubeconfig), client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    yield client.CoreV1Api(api)
+    api.close()
+
+
+def raw(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def read_pod(kube: client.CoreV1Api, node_id: str) -> dict[str, Any] | None:
+    try:
+        return raw(kube.read_namespaced_pod(pod_name(node_id), NAMESPACE, _preload_content=False))
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def read_claim(kube: client.CoreV1Api, node_id: str) -> dict[str, Any] | None:
+    try:
+        return raw(
+            kube.read_namespaced_persistent_volume_claim(
+                claim_name(node_id), NAMESPACE, _preload_content=False
+            )
+        )
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+@pytest.fixture
+def node_ids(kube: client.CoreV1Api) -> Iterator[list[str]]:
+    """Ids of the nodes a test may have started; their pods and claims go at teardown."""
+    ids: list[str] = []
+    yield ids
+    for node_id in ids:
+        with contextlib.suppress(client.ApiException):
+            kube.delete_namespaced_pod(
+                pod_name(node_id), NAMESPACE, grace_period_seconds=0, _preload_content=False
+            )
+        with contextlib.suppress(client.ApiException):
+            kube.delete_namespaced_persistent_volume_claim(
+                claim_name(node_id), NAMESPACE, _preload_content=False
+            )
+    for node_id in ids:
+        wait_for(lambda n=node_id: read_pod(kube, n) is None, 30, what=f"pod of {node_id} gone")
+        wait_for(lambda n=node_id: read_claim(kube, n) is None, 30, what=f"claim of {node_id} gone")
+
+
+@pytest.fixture
+def make_k8s(standin: KubeStandin) -> Iterator[MakeK8s]:
+    """Build adapters on the stand-in (config overrides as keywords); all closed after."""
+    made: list[KubernetesPlatform] = []
+
+    def make(**overrides: Any) -> KubernetesPlatform:
+        settings: dict[str, Any] = {"kubeconfig": str(standin.kubeconfig), "start_timeout": 30}
+        platform = KubernetesPlatform(KubernetesConfig(**{**settings, **overrides}), AGENT_ID)
+        made.append(platform)
+        return platform
+
+    yield make
+    for platform in made:
+        platform.close()
+
+
+@pytest.fixture
+def make_platform(make_k8s: MakeK8s) -> Callable[[], KubernetesPlatform]:
+    return lambda: make_k8s()
+
+
+@pytest.fixture
+def make_spec(node_ids: list[str]) -> MakeSpec:
+    def make(**overrides: Any) -> NodeSpec:
+        node_id = overrides.pop("node_id", f"k8s-{secrets.token_hex(4)}")
+        node_ids.append(node_id)
+        fields: dict[str, Any] = {
+            "node_id": node_id,
+            "agent_id": AGENT_ID,
+            "pool": "conf",
+            "command": ["grid-node"],
+        }
+        return NodeSpec(**{**fields, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def bad_spec(make_spec: MakeSpec) -> NodeSpec:
+    return make_spec(image="grid:no-such-tag")
+
+
+class TestKubernetesConformance(PlatformConformance):
+    pass
+
+
+# ---- what the API server stores ------------------------------------------------------------
+
+
+def test_pod_manifest_as_stored(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    spec = make_spec(memory_mb=96, cpus=0.5, env={"GRID_TEST": "yes"}, labels={"team": "storage"})
+    handle = platform.spawn(spec)
+    pod = read_pod(kube, spec.node_id)
+    assert pod is not None
+    meta, pod_spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == f"grid-{spec.node_id}"
+    assert meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"]
+    labels = meta["labels"]
+    assert labels["app.kubernetes.io/name"] == "grid-node"
+    assert labels["app.kubernetes.io/instance"] == spec.node_id
+    assert labels["app.kubernetes.io/managed-by"] == "grid"
+    assert labels[LABEL_MANAGED] == "true"
+    assert labels[LABEL_NODE_ID] == spec.node_id
+    assert labels[LABEL_AGENT_ID] == AGENT_ID
+    assert labels[LABEL_POOL] == "conf"
+    assert labels["team"] == "storage"
+    assert handle.labels == labels
+    assert pod_spec["restartPolicy"] == "Never"
+    (container,) = pod_spec["containers"]
+    quantities = {"memory": "96Mi", "cpu": "500m"}
+    assert container["resources"] == {"requests": quantities, "limits": quantities}
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/health", 8080)
+    assert container["command"] == [
+        "grid-node",
+        "--port",
+        "8080",
+        "--data-dir",
+        "/data",
+        "--node-id",
+        spec.node_id,
+        "--host",
+        "0.0.0.0",
+    ]
+    assert {"name": "GRID_TEST", "value": "yes"} in container["env"]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert pod_spec["volumes"] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": f"grid-{spec.node_id}-data"}}
+    ]
+    assert handle.endpoint == f"http://{pod['status']['podIP']}:8080"
+
+    claim = read_claim(kube, spec.node_id)
+    assert claim is not None
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["metadata"]["labels"][LABEL_NODE_ID] == spec.node_id
+
+    def ready() -> bool:
+        status = (read_pod(kube, spec.node_id) or {}).get("status", {})
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return conditions.get("Ready") == "True"
+
+    wait_for(ready, 15, what="the readiness probe on /health to pass")
+    assert platform.status(spec.node_id).detail == "ready"
+    platform.stop(spec.node_id, grace=5)
+
+
+def _put(endpoint: str, key: str, value: bytes) -> int:
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("PUT", f"/kv/{key}", body=value)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _get(endpoint: str, key: str) -> bytes | None:
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", f"/kv/{key}")
+        resp = conn.getresponse()
+        body = resp.read()
+        return body if resp.status == 200 else None
+    finally:
+        conn.close()
+
+
+def test_claim_deleted_on_stop_by_default(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    spec = make_spec()
+    platform.spawn(spec)
+    assert read_claim(kube, spec.node_id) is not None
+    platform.stop(spec.node_id, grace=5)
+    assert read_pod(kube, spec.node_id) is None
+    wait_for(lambda: read_claim(kube, spec.node_id) is None, 10, what="the claim to be deleted")
+
+
+def test_retain_pvc_keeps_claim_and_data(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s(retain_pvc=True)
+    spec = make_spec()
+    first = platform.spawn(spec)
+    assert wait_healthy(first.endpoint, HEALTH_TIMEOUT) is not None
+    assert _put(first.endpoint, "kept", b"across restarts") in (200, 201, 204)
+    platform.stop(spec.node_id, grace=5)
+    claim = read_claim(kube, spec.node_id)
+    assert claim is not None and claim["status"]["phase"] == "Bound"
+    assert not claim["metadata"].get("deletionTimestamp")
+
+    second = platform.spawn(spec)  # same node id: the retained claim is reused
+    assert wait_healthy(second.endpoint, HEALTH_TIMEOUT) is not None
+    assert _get(second.endpoint, "kept") == b"across restarts"
+    platform.stop(spec.node_id, grace=5)
+
+
+# ---- selectors, failures, exits ------------------------------------------------------------
+
+
+def test_list_filters_by_label_server_side(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    in_a = make_spec(pool="pool-a")
+    in_b = make_spec(pool="pool-b")
+    platform.spawn(in_a)
+    platform.spawn(in_b)
+    # the API server itself filters: a raw list with a selector returns only matching pods
+    served = raw(
+        kube.list_namespaced_pod(
+            NAMESPACE,
+            label_selector=f"{LABEL_POOL}=pool-a,{LABEL_AGENT_ID}={AGENT_ID}",
+            _preload_content=False,
+        )
+    )["items"]
+    assert [p["metadata"]["labels"][LABEL_NODE_ID] for p in served] == [in_a.node_id]
+    assert [h.node_id for h in platform.list({LABEL_POOL: "pool-a"})] == [in_a.node_id]
+    assert [h.node_id for h in platform.list({LABEL_POOL: "pool-b"})] == [in_b.node_id]
+    both = {h.node_id for h in platform.list({LABEL_AGENT_ID: AGENT_ID})}
+    assert {in_a.node_id, in_b.node_id} <= both
+    assert platform.list({LABEL_POOL: "not a valid label value"}) == []
+    platform.stop(in_a.node_id, grace=5)
+    platform.stop(in_b.node_id, grace=5)
+
+
+def test_unstartable_command_fails_spawn_and_leaves_nothing(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    spec = make_spec(command=["no-such-program-anywhere"])
+    with pytest.raises(SpawnError, match="exit code 128"):
+        platform.spawn(spec)
+    assert read_pod(kube, spec.node_id) is None
+    wait_for(lambda: read_claim(kube, spec.node_id) is None, 10, what="the claim to be deleted")
+
+
+def test_invalid_label_value_is_a_spawn_error(make_k8s: MakeK8s, make_spec: MakeSpec) -> None:
+    platform = make_k8s()
+    spec = make_spec(labels={"team": "storage & more"})
+    with pytest.raises(SpawnError, match="team"):
+        platform.spawn(spec)
+    assert platform.status(spec.node_id).state == WorkloadState.MISSING
+
+
+def _container_pid(kube: client.CoreV1Api, node_id: str) -> int:
+    pod = read_pod(kube, node_id)
+    assert pod is not None
+    container_id: str = pod["status"]["containerStatuses"][0]["containerID"]
+    return int(container_id.removeprefix("standin://"))
+
+
+def test_watch_reports_exited_and_deleted_pods(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    crashing = make_spec()
+    deleted = make_spec()
+    stopped = make_spec()
+    for spec in (crashing, deleted, stopped):
+        platform.spawn(spec)
+    watched = [crashing.node_id, deleted.node_id, stopped.node_id]
+    exits: queue.Queue[tuple[str, WorkloadStatus]] = queue.Queue()
+    platform.watch(lambda: list(watched), lambda n, st: exits.put((n, st)))
+
+    platform.stop(stopped.node_id, grace=5)  # stopped on purpose: never reported
+    # the stand-in started this process for the pod; kill it as the OOM killer would
+    os.kill(_container_pid(kube, crashing.node_id), signal.SIGKILL)
+    node_id, status = exits.get(timeout=15)
+    assert node_id == crashing.node_id
+    assert status.state == WorkloadState.EXITED
+    assert status.exit_code == 128 + signal.SIGKILL
+    assert platform.status(crashing.node_id).exit_code == 128 + signal.SIGKILL
+
+    kube.delete_namespaced_pod(
+        pod_name(deleted.node_id), NAMESPACE, grace_period_seconds=0, _preload_content=False
+    )
+    node_id, status = exits.get(timeout=15)
+    assert (node_id, status.state) == (deleted.node_id, WorkloadState.MISSING)
+    with pytest.raises(queue.Empty):
+        exits.get(timeout=0.5)  # nothing twice, nothing for the stopped node
+    platform.stop(crashing.node_id, grace=5)
+    platform.close()
+
+
+def test_spawn_is_idempotent_by_node_id(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    spec = make_spec()
+    first = platform.spawn(spec)
+    again = platform.spawn(spec)  # a task delivered twice
+    assert again.endpoint == first.endpoint
+    assert again.meta["uid"] == first.meta["uid"]
+    platform.stop(spec.node_id, grace=5)
+
+
+# ---- configuration and errors ----------------------------------------------------------------
+
+
+def test_config_is_validated_by_the_registry(standin: KubeStandin) -> None:
+    with pytest.raises(ConfigError, match="platform.labels"):
+        create_platform("kubernetes", AGENT_ID, {"labels": {"team": "a b"}})
+    with pytest.raises(ConfigError, match="platform.storage_size"):
+        create_platform("kubernetes", AGENT_ID, {"storage_size": "lots"})
+    with pytest.raises(ConfigError, match="platform.colour"):
+        create_platform("kubernetes", AGENT_ID, {"colour": "blue"})
+    platform = create_platform(
+        "kubernetes", AGENT_ID, {"kubeconfig": str(standin.kubeconfig), "context": "grid-standin"}
+    )
+    assert platform.status("k8s-never-made").state == WorkloadState.MISSING
+    platform.close()
+
+
+def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kubeconfig"):
+        KubernetesPlatform(
+            KubernetesConfig(kubeconfig=str(tmp_path / "absent"), in_cluster=False), AGENT_ID
+        )
+
+
+def _kubeconfig_for(path: Path, server: str) -> str:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "c", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "c"}}],
+            }
+        )
+    )
+    return str(path)
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def _fail(self) -> None:
+        body = json.dumps(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": 503,
+                "reason": "ServiceUnavailable",
+                "message": "etcd is down",
+            }
+        ).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = _fail
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_api_outages_are_temporary_errors(tmp_path: Path, make_spec: MakeSpec) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        failing = KubernetesPlatform(
+            KubernetesConfig(
+                kubeconfig=_kubeconfig_for(
+                    tmp_path / "503", f"http://127.0.0.1:{server.server_port}"
+                ),
+                request_timeout=5,
+            ),
+            AGENT_ID,
+        )
+        with pytest.raises(PlatformUnavailableError, match="503 etcd is down"):
+            failing.status("any")
+        with pytest.raises(PlatformUnavailableError):
+            failing.spawn(make_spec())
+        failing.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    closed = socketless_port()
+    refused = KubernetesPlatform(
+        KubernetesConfig(
+            kubeconfig=_kubeconfig_for(tmp_path / "refused", f"http://127.0.0.1:{closed}"),
+            request_timeout=5,
+        ),
+        AGENT_ID,
+    )
+    with pytest.raises(PlatformUnavailableError, match="unreachable"):
+        refused.list({})
+    refused.close()
+
+
+def socketless_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_missing_extra_names_grid_kubernetes() -> None:
+    code = (
+        "import sys; sys.modules['kubernetes'] = None\n"
+        "from grid.errors import MissingExtraError\n"
+        "from grid.platforms import platform_class\n"
+        "try:\n"
+        "    platform_class('kubernetes')\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert "grid[kubernetes]" in out.stdout
