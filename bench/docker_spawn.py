@@ -30,7 +30,6 @@ from tests.e2e.docker_support import (  # noqa: E402
     docker_client,
     docker_config,
     ensure_test_image,
-    node_env,
 )
 
 AGENT_ID = "bench-agent"
@@ -44,7 +43,6 @@ def spawn_once(adapter: DockerPlatform) -> dict[str, float]:
         agent_id=AGENT_ID,
         pool="bench",
         command=["grid-node"],
-        env=node_env(),
     )
     try:
         start = time.perf_counter()

@@ -37,7 +37,7 @@ class AgentSection(BaseModel):
 class AgentFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent: AgentSection = Field(default_factory=AgentSection)
+    agent: AgentSection = Field(default_factory=lambda: AgentSection())
     platform: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -6,10 +6,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from grid.events import EventType
 from grid.placement import PlacementRules
+from grid.rtypes import Redis
 
 if TYPE_CHECKING:
     from grid.workers.master import MasterRuntime
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def placement_rules(client: redis.Redis) -> dict[str, PlacementRules]:
+def placement_rules(client: Redis) -> dict[str, PlacementRules]:
     """Placement rules of every pool with an applied policy."""
     from grid.autoscaler.service import list_policies  # noqa: PLC0415
 

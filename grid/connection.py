@@ -8,6 +8,7 @@ from redis.retry import Retry
 
 from grid.errors import RedisUnavailableError
 from grid.redis_server import discover
+from grid.rtypes import Redis
 from grid.settings import Settings
 
 
@@ -23,7 +24,7 @@ def resolve_redis_url(settings: Settings) -> str:
     )
 
 
-def redis_client(url: str, retries: int = 3) -> redis.Redis:
+def redis_client(url: str, retries: int = 3) -> Redis:
     """A client that rides out short outages (a Redis restart) with a few retries."""
     return redis.Redis.from_url(
         url,
@@ -36,7 +37,7 @@ def redis_client(url: str, retries: int = 3) -> redis.Redis:
     )
 
 
-def connect(settings: Settings, check: bool = True) -> redis.Redis:
+def connect(settings: Settings, check: bool = True) -> Redis:
     """Client for the grid's Redis; with `check`, fail now (exit 2) if it does not answer."""
     url = resolve_redis_url(settings)
     client = redis_client(url, retries=0 if check else 3)

@@ -10,15 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
-import redis
-
 from grid import naming
+from grid.rtypes import Redis
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     AGENT_REGISTERED = "agent_registered"
     AGENT_UNREGISTERED = "agent_unregistered"
     AGENT_HEARTBEAT = "agent_heartbeat"
@@ -93,7 +92,7 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, client: redis.Redis, maxlen: int = 100_000) -> None:
+    def __init__(self, client: Redis, maxlen: int = 100_000) -> None:
         self.client = client
         self.maxlen = maxlen
 

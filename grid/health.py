@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 def fetch(endpoint: str, path: str, timeout: float = 1.0) -> bytes | None:
     """GET endpoint+path; the body on HTTP 200, else None (never raises for I/O)."""
     parts = urlsplit(endpoint)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
+    )
     try:
         conn.request("GET", path)
         resp = conn.getresponse()

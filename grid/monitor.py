@@ -6,7 +6,6 @@ event is written only when a check finds them changed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,9 @@ def agent_status_for(silence: float, settings: Settings) -> AgentStatus:
     return AgentStatus.ONLINE
 
 
-def check_agents(state: GridState, events: EventLog, settings: Settings, now: float) -> list[Transition]:
+def check_agents(
+    state: GridState, events: EventLog, settings: Settings, now: float
+) -> list[Transition]:
     """Move agents between online/degraded/offline; mark an offline agent's nodes lost."""
     changes = []
     for agent in state.agents():
@@ -55,7 +56,11 @@ def check_agents(state: GridState, events: EventLog, settings: Settings, now: fl
         if agent.status == AgentStatus.ONLINE.value:
             # the last beat we heard marks the start of the outage
             state.update_agent(agent.agent_id, down_since=agent.last_heartbeat)
-        kind = EventType.AGENT_OFFLINE if after == AgentStatus.OFFLINE.value else EventType.AGENT_DEGRADED
+        kind = (
+            EventType.AGENT_OFFLINE
+            if after == AgentStatus.OFFLINE.value
+            else EventType.AGENT_DEGRADED
+        )
         events.emit(
             kind,
             f"agent {agent.agent_id} silent for {silence:.1f}s",
@@ -140,4 +145,4 @@ def pool_summary(state: GridState) -> dict[str, dict[str, object]]:
         out.setdefault(pool, {"desired": want, "nodes": {}})
     for pool, entry in out.items():
         entry["shortfall"] = status.get(pool, {}).get("shortfall", 0)
-    return json.loads(json.dumps(out))
+    return out

@@ -21,7 +21,9 @@ class PlacementRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     strategy: Literal["spread", "cost"] = "spread"
-    platforms: list[str] = Field(default_factory=list, description="allowed platforms (all if empty)")
+    platforms: list[str] = Field(
+        default_factory=list, description="allowed platforms (all if empty)"
+    )
     prefer_platforms: list[str] = Field(default_factory=list)
     require_labels: dict[str, str] = Field(default_factory=dict)
     prefer_labels: dict[str, str] = Field(default_factory=dict)
@@ -66,7 +68,9 @@ def preferred(agent: AgentSlot, rules: PlacementRules) -> bool:
     return all(agent.labels.get(k) == v for k, v in rules.prefer_labels.items())
 
 
-def place(count: int, agents: Sequence[AgentSlot], rules: PlacementRules = DEFAULT_RULES) -> Placement:
+def place(
+    count: int, agents: Sequence[AgentSlot], rules: PlacementRules = DEFAULT_RULES
+) -> Placement:
     """Assign `count` new nodes to agents; never beyond an agent's free capacity."""
     if count <= 0:
         return Placement([], 0)

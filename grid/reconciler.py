@@ -84,8 +84,9 @@ def plan(
 ) -> Plan:
     """What to start, stop and clean up so every managed pool reaches its desired size.
 
-    A pool whose nodes keep failing is backed off exponentially (1 s, 2 s, ... max_backoff)
-    instead of being respawned on every pass.
+    A failed node is replaced in the same pass, away from the agent it failed on if another
+    fits; a pool whose nodes keep failing (in consecutive passes) is then backed off
+    exponentially (1 s, 2 s, ... max_backoff) instead of being respawned on every pass.
     """
     rules = rules or {}
     pool_state = pool_state or {}
@@ -132,7 +133,8 @@ def plan(
         pp.retry_at = float(before.get("retry_at", 0.0))
         if pp.failures:
             pp.fail_streak += 1
-            pp.retry_at = now + min(max_backoff, 2.0 ** (pp.fail_streak - 1))
+            if pp.fail_streak > 1:  # a first failure is replaced at once, on another agent
+                pp.retry_at = now + min(max_backoff, 2.0 ** (pp.fail_streak - 2))
         elif any(n.status == NodeStatus.RUNNING.value for n in active) or len(active) >= want:
             pp.fail_streak, pp.retry_at = 0, 0.0
         if len(active) < want and now < pp.retry_at:
@@ -213,7 +215,9 @@ def apply_plan(
     spawns: dict[str, list[str]] = {}
     stops: dict[str, list[str]] = {}
     total_new = sum(len(p.spawn_on) for p in result.pools.values())
-    generation = int(state.r.incrby(naming.generation_key(), total_new)) - total_new if total_new else 0
+    generation = (
+        int(state.r.incrby(naming.generation_key(), total_new)) - total_new if total_new else 0
+    )
     previous = state.pool_status()
     for pp in result.pools.values():
         opts = dict((node_options or {}).get(pp.pool, {}))
@@ -285,4 +289,3 @@ def apply_plan(
         "removed": len(result.remove),
         "shortfall": {p: pp.shortfall for p, pp in result.pools.items() if pp.shortfall},
     }
-

@@ -12,16 +12,15 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, TypeVar
-
-import redis
 
 from grid import naming
 from grid.errors import ConflictError
+from grid.rtypes import Redis
 
 
-class NodeStatus(str, Enum):
+class NodeStatus(StrEnum):
     PENDING = "pending"  # placed by the master, not yet picked up by the agent
     STARTING = "starting"  # the agent is starting it
     RUNNING = "running"  # healthy
@@ -36,7 +35,7 @@ ACTIVE_NODE_STATES = frozenset(
 )
 
 
-class AgentStatus(str, Enum):
+class AgentStatus(StrEnum):
     ONLINE = "online"
     DEGRADED = "degraded"
     OFFLINE = "offline"
@@ -49,8 +48,8 @@ R = TypeVar("R", bound="Record")
 class Record:
     """A dataclass stored as a Redis hash: scalars as text, dicts as JSON."""
 
-    def to_hash(self) -> dict[str, str]:
-        out = {}
+    def to_hash(self) -> dict[str | bytes, bytes | float | int | str]:
+        out: dict[str | bytes, bytes | float | int | str] = {}
         for key, value in asdict(self).items():
             if isinstance(value, dict):
                 out[key] = json.dumps(value)
@@ -171,7 +170,7 @@ def token_is_stale(token: str) -> bool:
 
 
 class GridState:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Redis) -> None:
         self.r = client
         self._update = client.register_script(_UPDATE_IF_EXISTS)
         self._renew = client.register_script(_RENEW)

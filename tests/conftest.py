@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grid.redis_server import EmbeddedRedis
+from tests.gridproc import LocalGrid
 
 TIERS = ("unit", "integration", "e2e", "chaos")
 
@@ -50,10 +51,8 @@ def grid_node_command() -> list[str]:
 
 
 @pytest.fixture
-def local_grid(redis_url: str, tmp_path: Path) -> Iterator["LocalGrid"]:
+def local_grid(redis_url: str, tmp_path: Path) -> Iterator[LocalGrid]:
     """A real grid on the session Redis; fails the test if any node process is left behind."""
-    from tests.gridproc import LocalGrid
-
     grid = LocalGrid(redis_url, tmp_path / "home")
     yield grid
     leaked = grid.close()

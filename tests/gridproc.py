@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import redis
 
 from grid.connection import redis_client
+from grid.rtypes import Redis
 from grid.state import GridState, NodeRecord
 from tests.helpers import wait_for
 
@@ -49,13 +49,15 @@ class LocalGrid:
             **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.client: redis.Redis = redis_client(redis_url)
+        self.client: Redis = redis_client(redis_url)
         self.state = GridState(self.client)
         (home / "logs").mkdir(parents=True, exist_ok=True)
 
     # ---- processes ------------------------------------------------------------------
 
-    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.home / "logs" / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "grid.cli.main", *args],
@@ -75,7 +77,9 @@ class LocalGrid:
     def start_agent(
         self, agent_id: str, max_nodes: int = 10, *extra: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        return self._start(agent_id, ["agent", "--id", agent_id, "--max-nodes", str(max_nodes), *extra], env)
+        return self._start(
+            agent_id, ["agent", "--id", agent_id, "--max-nodes", str(max_nodes), *extra], env
+        )
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -20,7 +20,9 @@ def wait_for(
     last: T = condition()
     while not last:
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition!r} (last: {last!r})")
+            pytest.fail(
+                f"timed out after {timeout}s waiting for {what or condition!r} (last: {last!r})"
+            )
         time.sleep(interval)
         last = condition()
     return last

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
-import redis
 
 from grid.connection import connect, resolve_redis_url
 from grid.errors import ConfigError, GridError
+from grid.rtypes import Redis
 from grid.settings import Settings, load_settings
 from grid.state import GridState
 
@@ -23,7 +23,7 @@ class Context:
 
     def __init__(self) -> None:
         self._settings: Settings | None = None
-        self._client: redis.Redis | None = None
+        self._client: Redis | None = None
 
     @property
     def settings(self) -> Settings:
@@ -36,7 +36,7 @@ class Context:
         return resolve_redis_url(self.settings)
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         if self._client is None:
             self._client = connect(self.settings)
         return self._client
@@ -99,10 +99,12 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float, Any]):
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, (int, float)):
             return float(value)
         try:
@@ -123,7 +125,10 @@ def ago(ts: float | None, now: float | None = None) -> str:
 
 
 def wait_until(
-    check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.05, quiet: bool = False
+    check: Callable[[], tuple[bool, str]],
+    timeout: float,
+    interval: float = 0.05,
+    quiet: bool = False,
 ) -> bool:
     """Poll `check` (done, progress line) until done or timeout; prints progress on change."""
     deadline = time.monotonic() + timeout

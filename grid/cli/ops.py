@@ -95,7 +95,13 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
 @timeout_option
 @pass_ctx
 def spawn(
-    ctx: Context, agent_id: str, port: int, memory_mb: int | None, pool: str, wait: bool, timeout: float
+    ctx: Context,
+    agent_id: str,
+    port: int,
+    memory_mb: int | None,
+    pool: str,
+    wait: bool,
+    timeout: float,
 ) -> None:
     """Start one node on a given agent, outside any scaled pool."""
     _check_pool(pool)
@@ -158,7 +164,9 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
         agent_id=rec.agent_id, node_id=node_id, pool=rec.pool, source="cli",
     )  # fmt: skip
     ctx.send_task("grid.stop_node", [node_id], naming.agent_queue(rec.agent_id))
-    if wait and not wait_until(lambda: (state.node(node_id) is None, f"stopping {node_id}"), timeout):
+    if wait and not wait_until(
+        lambda: (state.node(node_id) is None, f"stopping {node_id}"), timeout
+    ):
         fail(f"node {node_id} did not stop within {timeout:.0f}s", code=1)
     click.echo(f"{node_id} stopped" if wait else f"{node_id} stopping")
     if rec.pool in state.desired():
@@ -172,7 +180,9 @@ def _set_draining(ctx: Context, agent_id: str, draining: bool) -> GridState:
     state.update_agent(agent_id, draining=draining)
     kind = EventType.AGENT_DRAINING if draining else EventType.AGENT_UNDRAINED
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
-        kind, f"agent {agent_id} {'draining' if draining else 'accepting nodes again'}", agent_id=agent_id
+        kind,
+        f"agent {agent_id} {'draining' if draining else 'accepting nodes again'}",
+        agent_id=agent_id,
     )
     return state
 
@@ -194,7 +204,10 @@ def drain(ctx: Context, agent_id: str, wait: bool, timeout: float) -> None:
         return not left, f"agent {agent_id}: {len(left)} node(s) left to move"
 
     if wait and not wait_until(progress, timeout):
-        fail(f"agent {agent_id} still has nodes after {timeout:.0f}s (is there room elsewhere?)", code=1)
+        fail(
+            f"agent {agent_id} still has nodes after {timeout:.0f}s (is there room elsewhere?)",
+            code=1,
+        )
     click.echo(f"agent {agent_id} drained" if wait else f"agent {agent_id} draining")
 
 

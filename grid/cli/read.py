@@ -29,8 +29,20 @@ def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -
         emit_json([r.as_dict() for r in records])
         return
     table(
-        [(r.node_id, r.pool, r.agent_id, r.status, r.pid, r.port or "", r.endpoint, r.restart_count,
-          ago(r.started_at) if r.status == "running" else "") for r in records],  # fmt: skip
+        [
+            (
+                r.node_id,
+                r.pool,
+                r.agent_id,
+                r.status,
+                r.pid,
+                r.port or "",
+                r.endpoint,
+                r.restart_count,
+                ago(r.started_at) if r.status == "running" else "",
+            )
+            for r in records
+        ],  # fmt: skip
         ["NODE", "POOL", "AGENT", "STATUS", "PID", "PORT", "ENDPOINT", "RESTARTS", "STARTED"],
     )
 
@@ -45,9 +57,20 @@ def agents(ctx: Context, as_json: bool) -> None:
         emit_json([r.as_dict() for r in records])
         return
     table(
-        [(a.agent_id, a.status + (" (draining)" if a.draining else ""), a.platform,
-          f"{a.node_count}/{a.max_nodes}", a.cost, ",".join(f"{k}={v}" for k, v in a.labels.items()),
-          f"{a.cpu_percent:.0f}%", ago(a.last_heartbeat), a.hostname) for a in records],  # fmt: skip
+        [
+            (
+                a.agent_id,
+                a.status + (" (draining)" if a.draining else ""),
+                a.platform,
+                f"{a.node_count}/{a.max_nodes}",
+                a.cost,
+                ",".join(f"{k}={v}" for k, v in a.labels.items()),
+                f"{a.cpu_percent:.0f}%",
+                ago(a.last_heartbeat),
+                a.hostname,
+            )
+            for a in records
+        ],  # fmt: skip
         ["AGENT", "STATUS", "PLATFORM", "NODES", "COST", "LABELS", "CPU", "HEARTBEAT", "HOST"],
     )
 
@@ -86,17 +109,22 @@ def status(ctx: Context, as_json: bool) -> None:
         emit_json(report)
         return
     color = {"healthy": "green", "degraded": "yellow", "critical": "red"}[report["cluster"]]
-    click.echo(f"cluster  {click.style(report['cluster'], fg=color, bold=True)} ({report['reason']})")
+    click.echo(
+        f"cluster  {click.style(report['cluster'], fg=color, bold=True)} ({report['reason']})"
+    )
     click.echo(f"leader   {report['leader'] or 'none (no master running)'}")
     a = report["agents"]
     click.echo(f"agents   {a['total']} total: {a['online']} online, {a['degraded']} degraded, "
                f"{a['offline']} offline")  # fmt: skip
     n = report["nodes"]
     others = ", ".join(f"{n[k]} {k}" for k in n if k not in ("total", "running") and n[k])
-    click.echo(f"nodes    {n['total']} total: {n['running']} running" + (f", {others}" if others else ""))
+    click.echo(
+        f"nodes    {n['total']} total: {n['running']} running" + (f", {others}" if others else "")
+    )
     for pool, entry in sorted(report["pools"].items()):
         counts = entry["nodes"]
-        line = f"pool     {pool}: desired {entry['desired'] if entry['desired'] is not None else '-'}, "
+        want = entry["desired"] if entry["desired"] is not None else "-"
+        line = f"pool     {pool}: desired {want}, "
         line += f"running {counts.get('running', 0)}"
         if entry["shortfall"]:
             line += click.style(f", {entry['shortfall']} do not fit (capacity shortfall)", fg="red")
@@ -134,8 +162,12 @@ def events(
     if unknown:
         raise ConfigError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
     log = EventLog(ctx.redis)
-    filters: dict[str, Any] = {"types": set(types) or None, "agent_id": agent_id, "node_id": node_id,
-                               "pool": pool}  # fmt: skip
+    filters: dict[str, Any] = {
+        "types": set(types) or None,
+        "agent_id": agent_id,
+        "node_id": node_id,
+        "pool": pool,
+    }
     found = log.read(since=time.time() - since if since else None, limit=limit, **filters)
     if as_json and not follow:
         emit_json([e.as_dict() for e in found])
@@ -144,9 +176,9 @@ def events(
         click.echo(_json_line(ev) if as_json else _event_line(ev))
     if follow:
         last = found[-1].id if found else "$"
-        for ev in log.follow(after=last, **filters):
-            if ev is not None:
-                click.echo(_json_line(ev) if as_json else _event_line(ev))
+        for new in log.follow(after=last, **filters):
+            if new is not None:
+                click.echo(_json_line(new) if as_json else _event_line(new))
 
 
 events.help = (events.help or "") + "\n\nEvent types: " + ", ".join(EVENT_TYPES) + "."
@@ -168,7 +200,9 @@ def logs(ctx: Context, node_id: str, lines: int, timeout: float) -> None:
     rec = ctx.state.node(node_id)
     if rec is None:
         raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
-    text = ctx.call_task("grid.node_logs", [node_id, lines], naming.agent_queue(rec.agent_id), timeout)
+    text = ctx.call_task(
+        "grid.node_logs", [node_id, lines], naming.agent_queue(rec.agent_id), timeout
+    )
     click.echo(text, nl=not str(text).endswith("\n"))
 
 
@@ -189,8 +223,10 @@ def node_status(ctx: Context, node_id: str, as_json: bool) -> None:
     for key, value in report.items():
         if key != "health":
             click.echo(f"{key:<14} {value if value not in (None, '') else '-'}")
-    click.echo(f"{'health':<14} {'ok' if health else 'no answer'}"
-               + (f" (uptime {health.get('uptime', 0):.0f}s, {health.get('keys', 0)} keys)" if health else ""))  # fmt: skip
+    summary = "no answer"
+    if health:
+        summary = f"ok (uptime {health.get('uptime', 0):.0f}s, {health.get('keys', 0)} keys)"
+    click.echo(f"{'health':<14} {summary}")
 
 
 COMMANDS = [nodes, agents, status, events, logs, node_status]

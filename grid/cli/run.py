@@ -32,9 +32,15 @@ def _parse_labels(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.option("--id", "agent_id", help="Agent id (unique in the grid; DNS-label shaped).")
-@click.option("--platform", type=click.Choice(PLATFORM_NAMES), help="How nodes run. [default: process]")
-@click.option("--max-nodes", type=click.IntRange(1, 10_000), help="Capacity of this agent. [default: 10]")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Placement label (repeatable).")
+@click.option(
+    "--platform", type=click.Choice(PLATFORM_NAMES), help="How nodes run. [default: process]"
+)
+@click.option(
+    "--max-nodes", type=click.IntRange(1, 10_000), help="Capacity of this agent. [default: 10]"
+)
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Placement label (repeatable)."
+)
 @click.option("--cost", type=click.FloatRange(0), help="Cost per node, for cost-aware placement.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Agent TOML file.")
 @pass_ctx
@@ -78,7 +84,8 @@ def agent(
     set_current_agent(runtime)
     click.echo(
         f"agent {agent_id} registered in {runtime.registration_ms:.1f} ms "
-        f"({options.platform}, max {options.max_nodes} nodes), queue {naming.agent_queue(agent_id)}",
+        f"({options.platform}, max {options.max_nodes} nodes), "
+        f"queue {naming.agent_queue(agent_id)}",
         err=True,
     )
     import grid.tasks.agent  # noqa: F401, PLC0415 - registers the tasks
@@ -166,7 +173,9 @@ def _grid_cmd(*args: str) -> list[str]:
 @click.option("--flower", "with_flower", is_flag=True, help="Also run Flower on port 5555.")
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @pass_ctx
-def up(ctx: Context, n_agents: int, nodes: int, max_nodes: int, with_flower: bool, flower_port: int) -> None:
+def up(
+    ctx: Context, n_agents: int, nodes: int, max_nodes: int, with_flower: bool, flower_port: int
+) -> None:
     """Start a whole local grid: Redis (embedded unless GRID_REDIS_URL), a master, agents.
 
     Everything stops, with no process left behind, on Ctrl-C. From another terminal in the
@@ -209,7 +218,10 @@ def up(ctx: Context, n_agents: int, nodes: int, max_nodes: int, with_flower: boo
     try:
         start("master", _grid_cmd("master"))
         for i in range(1, n_agents + 1):
-            start(f"agent-{i}", _grid_cmd("agent", "--id", f"agent-{i}", "--max-nodes", str(max_nodes)))
+            start(
+                f"agent-{i}",
+                _grid_cmd("agent", "--id", f"agent-{i}", "--max-nodes", str(max_nodes)),
+            )
         if with_flower:
             start("flower", _grid_cmd("flower", "--port", str(flower_port)))
         ctx._settings = None  # the children's URL applies to us too
@@ -222,8 +234,9 @@ def up(ctx: Context, n_agents: int, nodes: int, max_nodes: int, with_flower: boo
             dead = [n for n, p in children if p.poll() is not None]
             if dead:
                 raise GridError(f"{', '.join(dead)} exited at start; see {logs}/")
-            return (len(agents) >= n_agents and leader is not None and not stopping,
-                    f"waiting: {len(agents)}/{n_agents} agents, master {'leading' if leader else 'starting'}")  # fmt: skip
+            master_state = "leading" if leader else "starting"
+            done = len(agents) >= n_agents and leader is not None and not stopping
+            return done, f"waiting: {len(agents)}/{n_agents} agents, master {master_state}"
 
         if not wait_until(ready, timeout=60, quiet=False) and not stopping:
             raise GridError(f"the grid did not come up within 60s; see {logs}/")
@@ -241,7 +254,9 @@ def up(ctx: Context, n_agents: int, nodes: int, max_nodes: int, with_flower: boo
         while not stopping:
             for name, proc in children:
                 if proc.poll() is not None:
-                    click.echo(f"{name} exited with code {proc.returncode}; stopping the grid", err=True)
+                    click.echo(
+                        f"{name} exited with code {proc.returncode}; stopping the grid", err=True
+                    )
                     stopping = True
                     break
             time.sleep(0.2)

@@ -6,11 +6,12 @@ It knows nothing of Redis, Celery or agents: the agent runtime drives it.
 
 from __future__ import annotations
 
+import builtins
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -60,10 +61,12 @@ class NodeHandle:
     started_at: float
     pid: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)  # as stamped at spawn (adoption reads them)
+    labels: dict[str, str] = field(
+        default_factory=dict
+    )  # as stamped at spawn (adoption reads them)
 
 
-class WorkloadState(str, Enum):
+class WorkloadState(StrEnum):
     RUNNING = "running"
     STARTING = "starting"
     EXITED = "exited"
@@ -124,7 +127,7 @@ class Platform(ABC):
     def logs(self, node_id: str, lines: int = 100) -> str:
         """The last `lines` lines of the workload's output."""
 
-    def watch(self, node_ids: Callable[[], list[str]], on_exit: ExitCallback) -> None:
+    def watch(self, node_ids: Callable[[], builtins.list[str]], on_exit: ExitCallback) -> None:
         """Call `on_exit` when a watched workload ends.
 
         The default polls `status`; adapters that can be told of exits override this.

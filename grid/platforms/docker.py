@@ -78,6 +78,9 @@ class DockerConfig(PlatformConfig):
     command: list[str] | None = Field(
         None, description="node argv inside the container; unset: the spec's (GRID_NODE_COMMAND)"
     )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment of every node (the spec's env wins)"
+    )
     name_prefix: str = Field("grid-node-", description="container name = prefix + node id")
     volume_prefix: str = Field("grid-data-", description="data volume name = prefix + node id")
     data_path: str = Field("/data", description="where the node's data is mounted")
@@ -249,7 +252,7 @@ class DockerPlatform(Platform):
                         entrypoint=argv[:1],  # the argv as is, whatever the image's ENTRYPOINT
                         name=self.container_name(spec.node_id),
                         labels=labels,
-                        environment=dict(spec.env),
+                        environment={**self.config.env, **spec.env},
                         network_mode=self.config.network,
                         ports=None if host_mode else {f"{listen_port}/tcp": spec.port or None},
                         volumes=binds,

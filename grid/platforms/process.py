@@ -7,6 +7,7 @@ labels). The start time guards against pid reuse when a restarted agent adopts n
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -262,7 +263,7 @@ class ProcessPlatform(Platform):
         return WorkloadStatus(WorkloadState.EXITED, detail="process is gone")
 
     def list(self, labels: dict[str, str]) -> list[NodeHandle]:
-        handles = []
+        handles: builtins.list[NodeHandle] = []
         if not self.root.is_dir():
             return handles
         for entry in sorted(self.root.iterdir()):
@@ -288,11 +289,13 @@ class ProcessPlatform(Platform):
 
     # ---- exit watch: one thread, one pidfd per node -------------------------------------
 
-    def watch(self, node_ids: Callable[[], list[str]], on_exit: ExitCallback) -> None:
+    def watch(self, node_ids: Callable[[], builtins.list[str]], on_exit: ExitCallback) -> None:
         if self._watch_thread is not None:
             return
         self._on_exit = on_exit
-        self._watch_thread = threading.Thread(target=self._watch_loop, name="process-watch", daemon=True)
+        self._watch_thread = threading.Thread(
+            target=self._watch_loop, name="process-watch", daemon=True
+        )
         self._watch_thread.start()
 
     def _watch_pid(self, node_id: str, pid: int) -> None:

@@ -32,9 +32,10 @@ from grid.events import EventLog, EventType
 from grid.health import wait_healthy
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
+from grid.rtypes import Redis
 from grid.settings import Settings
-from grid.workers.sampler import NodeSampler
 from grid.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
+from grid.workers.sampler import NodeSampler
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class AgentOptions:
 
 
 class AgentRuntime:
-    def __init__(self, settings: Settings, client: redis.Redis, options: AgentOptions) -> None:
+    def __init__(self, settings: Settings, client: Redis, options: AgentOptions) -> None:
         self.settings = settings
         self.options = options
         self.agent_id = options.agent_id
@@ -176,7 +177,9 @@ class AgentRuntime:
         with contextlib.suppress(redis.RedisError):
             self.state.unregister_agent(self.agent_id, self.token)
             self.events.emit(
-                EventType.AGENT_UNREGISTERED, f"agent {self.agent_id} stopped", agent_id=self.agent_id
+                EventType.AGENT_UNREGISTERED,
+                f"agent {self.agent_id} stopped",
+                agent_id=self.agent_id,
             )
         log.info("unregistered", extra={"agent_id": self.agent_id})
 
@@ -243,7 +246,9 @@ class AgentRuntime:
             logs = self.platform.logs(node_id, 3).replace("\n", " | ")
             with contextlib.suppress(PlatformError):
                 self.platform.stop(node_id, grace=0)
-            return self._spawn_failed(rec, f"not healthy within {self.settings.node_start_timeout}s; {logs}")
+            return self._spawn_failed(
+                rec, f"not healthy within {self.settings.node_start_timeout}s; {logs}"
+            )
         local.endpoint = handle.endpoint
         local.phase = "running"
         fields: dict[str, Any] = {
@@ -286,7 +291,9 @@ class AgentRuntime:
             pool=rec.pool,
             error=error[:500],
         )
-        log.warning("spawn failed: %s", error, extra={"agent_id": self.agent_id, "node_id": rec.node_id})
+        log.warning(
+            "spawn failed: %s", error, extra={"agent_id": self.agent_id, "node_id": rec.node_id}
+        )
         return {"result": "failed", "error": error}
 
     def stop(self, node_id: str) -> dict[str, Any]:
@@ -359,7 +366,8 @@ class AgentRuntime:
             self._give_up(local, crashes)
             return
         delay = min(
-            self.settings.restart_backoff_base * 2 ** (crashes - 1), self.settings.restart_backoff_max
+            self.settings.restart_backoff_base * 2 ** (crashes - 1),
+            self.settings.restart_backoff_max,
         )
         self.state.update_node(node_id, status=NodeStatus.RESTARTING, error=status.detail)
         timer = threading.Timer(delay, self._restart, args=(node_id,))
@@ -373,11 +381,14 @@ class AgentRuntime:
         with contextlib.suppress(PlatformError):
             self.platform.stop(node_id, grace=0)
         self.state.update_node(
-            node_id, status=NodeStatus.FAILED, error=f"crashed {crashes} times in {self.settings.crash_window:.0f}s"
+            node_id,
+            status=NodeStatus.FAILED,
+            error=f"crashed {crashes} times in {self.settings.crash_window:.0f}s",
         )
         self.events.emit(
             EventType.NODE_FAILED,
-            f"node {node_id} crashed {crashes} times in {self.settings.crash_window:.0f}s: giving up",
+            f"node {node_id} crashed {crashes} times in "
+            f"{self.settings.crash_window:.0f}s: giving up",
             agent_id=self.agent_id,
             node_id=node_id,
             pool=local.record.pool,
@@ -464,15 +475,21 @@ class AgentRuntime:
     def _fence_stale(self) -> None:
         """Stop local nodes whose record no longer places them here (checked every beat)."""
         with self._nodes_lock:
-            local = {nid: n for nid, n in self.nodes.items() if n.phase in ("running", "restarting")}
+            local = {
+                nid: n for nid, n in self.nodes.items() if n.phase in ("running", "restarting")
+            }
         if not local:
             return
         pipe = self.state.r.pipeline(transaction=False)
         for nid in local:
             pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
-        for (nid, node), (agent_id, generation, status) in zip(local.items(), pipe.execute(), strict=True):
-            if agent_id == self.agent_id and status not in ("lost", "failed") and (
-                generation == str(node.record.generation)
+        for (nid, node), (agent_id, generation, status) in zip(
+            local.items(), pipe.execute(), strict=True
+        ):
+            if (
+                agent_id == self.agent_id
+                and status not in ("lost", "failed")
+                and (generation == str(node.record.generation))
             ):
                 continue
             with self._node_locks[nid]:
@@ -508,7 +525,6 @@ class AgentRuntime:
                 log.warning("heartbeat failed: %s", exc, extra={"agent_id": self.agent_id})
             except Exception:  # noqa: BLE001 - the heartbeat thread must survive anything
                 log.exception("heartbeat error", extra={"agent_id": self.agent_id})
-
 
 
 def resolve_node_command(command: str) -> list[str]:

@@ -7,6 +7,7 @@ reconciliation, health checks and autoscaling run in exactly one place at a time
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -17,13 +18,14 @@ from typing import Any
 
 import redis
 from celery import bootsteps
-from celery.beat import Service
+from celery.beat import Scheduler, Service
 
 from grid import naming
 from grid.celery_app import app
 from grid.events import EventLog, EventType
 from grid.monitor import check_agents, update_cluster_state
 from grid.reconciler import apply_plan, plan
+from grid.rtypes import Redis
 from grid.settings import Settings
 from grid.state import GridState, owner_token
 
@@ -65,7 +67,9 @@ def master_id_default() -> str:
 
 
 class MasterRuntime:
-    def __init__(self, settings: Settings, client: redis.Redis, master_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Redis, master_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.master_id = master_id or master_id_default()
         self.state = GridState(client)
@@ -138,8 +142,10 @@ class MasterRuntime:
         }  # fmt: skip
         for entry in app.conf.beat_schedule.values():
             entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
-        self._beat = Service(app, max_interval=1.0, scheduler_cls="celery.beat:Scheduler")
-        self._beat_thread = threading.Thread(target=self._beat.start, name="master-beat", daemon=True)
+        self._beat = Service(app, max_interval=1, scheduler_cls=Scheduler)
+        self._beat_thread = threading.Thread(
+            target=self._beat.start, name="master-beat", daemon=True
+        )
         self._beat_thread.start()
 
     def _stop_beat(self) -> None:
@@ -157,10 +163,8 @@ class MasterRuntime:
         self._stop_beat()
         if self.is_leader:
             self.is_leader = False
-            try:
+            with contextlib.suppress(redis.RedisError):
                 self.state.release_lease(naming.leader_key(), self.token)
-            except redis.RedisError:
-                pass
 
     # ---- ticks (run only on the leader) --------------------------------------------------
 
@@ -212,7 +216,7 @@ class MasterRuntime:
 class LeadershipStep(bootsteps.StartStopStep):
     """Consumer bootstep: hands the consumer to the runtime so it can (un)subscribe."""
 
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, parent: Any) -> None:
         current_master().start(parent)

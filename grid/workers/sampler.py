@@ -27,7 +27,12 @@ INFLIGHT = "grid_node_inflight_requests"
 LATENCY = "grid_node_request_latency_seconds"
 CPU = "process_cpu_seconds_total"
 RSS = "process_resident_memory_bytes"
-GAUGES = {"grid_node_keys": "keys", "grid_node_bytes": "bytes", INFLIGHT: "inflight", RSS: "rss_bytes"}
+GAUGES = {
+    "grid_node_keys": "keys",
+    "grid_node_bytes": "bytes",
+    INFLIGHT: "inflight",
+    RSS: "rss_bytes",
+}
 _KNOWN = {REQUESTS, CPU, f"{LATENCY}_sum", f"{LATENCY}_count", f"{LATENCY}_bucket", *GAUGES}
 
 

@@ -70,7 +70,9 @@ class PlatformConformance:
         assert second.list({LABEL_NODE_ID: spec.node_id}) == []
         second.close()
 
-    def test_failed_spawn_leaves_nothing(self, make_platform: MakePlatform, bad_spec: NodeSpec) -> None:
+    def test_failed_spawn_leaves_nothing(
+        self, make_platform: MakePlatform, bad_spec: NodeSpec
+    ) -> None:
         platform = make_platform()
         with pytest.raises(SpawnError) as err:
             platform.spawn(bad_spec)

@@ -66,8 +66,13 @@ def node_env() -> dict[str, str]:
 
 
 def docker_config(**overrides: Any) -> DockerConfig:
-    """A DockerConfig for the test image (host network, the runtime mounts)."""
-    values: dict[str, Any] = {"image": TEST_IMAGE, "mounts": runtime_mounts(), **overrides}
+    """A DockerConfig for the test image: host network, the runtime mounts and environment."""
+    values: dict[str, Any] = {
+        "image": TEST_IMAGE,
+        "mounts": runtime_mounts(),
+        "env": node_env(),
+        **overrides,
+    }
     return DockerConfig(**values)
 
 

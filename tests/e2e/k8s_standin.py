@@ -20,8 +20,10 @@ persistentvolumeclaims only:
 - label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) and field selectors
   (`=`, `==`, `!=` on any dotted path such as `metadata.name`, `status.phase`), filtered
   server-side on list and watch; 400 on a malformed selector;
-- watch: synthetic ADDED events for existing objects, `resourceVersion` (only later changes
-  are sent), `timeoutSeconds` (the stream ends, as a real server ends it);
+- watch: synthetic ADDED events for existing objects when no `resourceVersion` is given;
+  from a `resourceVersion`, every later event is replayed from a journal of the last 10,000
+  events (a watch cache; older versions get a 410 Expired ERROR event); `timeoutSeconds`
+  (the stream ends, as a real server ends it);
 - graceful pod deletion: a DELETE of a scheduled, non-terminal pod with a grace period sets
   `deletionTimestamp` / `deletionGracePeriodSeconds`; the kubelet stops the container and
   removes the pod with a final grace-0 DELETE, so a pod disappears only once its process
@@ -64,7 +66,7 @@ What it does not emulate
 Any other resource or API group (no Deployments, Services, namespaces objects, nodes, events,
 RBAC, PersistentVolume objects); authentication (any token is accepted) and admission beyond
 the checks above; JSON patch and server-side apply (415), PUT/replace; immutability of pod
-specs; field managers; bookmarks, 410 Gone and watch-cache expiry; pagination (`limit`
+specs; field managers; bookmarks; pagination (`limit`
 / `continue` are ignored); restart policies (a container is never restarted: every pod
 behaves as `restartPolicy: Never`, which is what Grid uses); init and sidecar containers
 (only the first container runs); liveness and startup probes, exec and tcpSocket probes;
@@ -78,6 +80,7 @@ multiple nodes; `previous`, `follow`, `sinceSeconds`, `timestamps` on logs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -95,7 +98,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -296,6 +300,22 @@ def _api_error(status: int, reason: str, message: str) -> kmock.KubernetesError:
 
 # ---- the API server ---------------------------------------------------------------------------
 
+
+@attrs.define
+class JournaledBus(kmock.Bus[Any]):
+    """kmock's event bus, also remembering recent events by resourceVersion (a watch cache)."""
+
+    journal: deque[tuple[int, dict[str, Any]]] = attrs.field(
+        factory=lambda: deque(maxlen=10_000)
+    )
+
+    async def put(self, *items: Any) -> None:
+        for item in items:
+            rv = (item.get("object") or {}).get("metadata", {}).get("resourceVersion")
+            self.journal.append((int(rv or 0), item))
+        await super().put(*items)
+
+
 LogSource = Callable[[str, str, "int | None"], "str | None"]
 
 
@@ -308,6 +328,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._buses = collections.defaultdict(JournaledBus)
         self.resources[POD] = kmock.ResourceInfo(
             kind="Pod",
             namespaced=True,
@@ -516,25 +537,52 @@ class StandinApiServer(kmock.KubernetesEmulator):
         since = int(request.params.get("resourceVersion") or 0)
         timeout = request.params.get("timeoutSeconds")
         deadline = time.monotonic() + float(timeout) if timeout else None
-        inner = cast(AsyncGenerator[kmock.Payload, None], super()._serve_watch(request))
+        bus = cast(JournaledBus, self._buses[request.resource])
+        yield b""  # headers out: the client sees the stream open even if nothing happens
+
+        def wanted(event: dict[str, Any]) -> bool:
+            obj = event.get("object") or {}
+            meta = obj.get("metadata") or {}
+            return (
+                request.namespace in (None, meta.get("namespace"))
+                and int(meta.get("resourceVersion") or 0) > since
+                and match(obj)
+            )
+
+        async with self._lock:  # every write emits under this lock: no event falls in between
+            marker = await bus.mark()
+            if since:
+                if bus.journal.maxlen == len(bus.journal) and since < bus.journal[0][0] - 1:
+                    backlog: list[dict[str, Any]] = [{"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                        "reason": "Expired", "message": f"too old resource version: {since}",
+                    }}]
+                else:
+                    backlog = [event for rv, event in bus.journal if rv > since]
+            else:
+                backlog = [
+                    {"type": "ADDED", "object": obj.raw}
+                    for (resource, _, _), obj in self.objects.items()
+                    if resource == request.resource and not obj.deleted
+                ]
+        stream = bus.stream(since=marker)
         try:
+            for event in backlog:
+                if event["type"] == "ERROR" or wanted(event):
+                    yield event
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return
+                    return  # timeoutSeconds: a real server ends the stream too
                 try:
-                    item = await asyncio.wait_for(anext(inner), remaining)
+                    event = await asyncio.wait_for(anext(stream), remaining)
                 except (TimeoutError, StopAsyncIteration):
                     return
-                if isinstance(item, dict):
-                    obj = item.get("object") or {}
-                    if not match(obj):
-                        continue
-                    if int(obj.get("metadata", {}).get("resourceVersion") or 0) <= since:
-                        continue
-                yield item
+                if wanted(event):
+                    yield event
         finally:
-            await inner.aclose()
+            await stream.aclose()
+            await bus.unmark(marker)
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         key = (POD, request.namespace, cast(str, request.name))

@@ -33,7 +33,6 @@ from tests.e2e.docker_support import (
     docker_client,
     docker_config,
     ensure_test_image,
-    node_env,
 )
 from tests.helpers import require, wait_for
 
@@ -93,7 +92,6 @@ def make_spec(node_ids: list[str]) -> MakeSpec:
             "agent_id": AGENT_ID,
             "pool": "conf",
             "command": ["grid-node"],
-            "env": node_env(),
             **overrides,
         }
         node_ids.append(values["node_id"])
@@ -156,7 +154,7 @@ def test_container_carries_labels_and_limits(
     client: Any, make_docker: MakeDocker, make_spec: MakeSpec
 ) -> None:
     platform = make_docker()
-    spec = make_spec(memory_mb=96, cpus=0.5, labels={"team": "storage"})
+    spec = make_spec(memory_mb=96, cpus=0.5, labels={"team": "storage"}, env={"ZONE": "a"})
     endpoint = start_healthy(platform, spec)
     attrs = client.containers.get(f"grid-node-{spec.node_id}").attrs
     labels = attrs["Config"]["Labels"]
@@ -171,7 +169,8 @@ def test_container_carries_labels_and_limits(
     assert attrs["HostConfig"]["NetworkMode"] == "host"
     assert attrs["Config"]["Entrypoint"] == ["grid-node"]
     assert attrs["Config"]["Cmd"][-2:] == ["--node-id", spec.node_id]
-    assert attrs["Config"]["Env"] and "PYTHONUNBUFFERED=1" in attrs["Config"]["Env"]
+    env = attrs["Config"]["Env"]
+    assert "ZONE=a" in env and "PYTHONUNBUFFERED=1" in env  # the spec's and the config's
     platform.stop(spec.node_id, grace=5)
 
 

@@ -1,0 +1,1 @@
+"""Chaos tests: kill, cut and restart parts of a real grid, then check it heals."""

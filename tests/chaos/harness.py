@@ -1,0 +1,266 @@
+"""Chaos harness: a LocalGrid with event reads, fault injection and the fleet invariants.
+
+`assert_invariants(grid)` is the check every chaos scenario ends with:
+
+- every pool runs exactly its desired number of nodes (all its records `running`);
+- no node id runs twice (one top-level node process per node id);
+- no node process that no record owns, and no running record without its process;
+- no desired state was lost (Redis still holds the sizes the test asked for).
+
+Also used by `bench/chaos.py`, so nothing here may depend on pytest fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import redis
+
+from grid.connection import redis_client
+from grid.events import Event
+from grid.state import GridState, NodeRecord
+from tests.gridproc import LocalGrid
+from tests.helpers import wait_for
+
+T = TypeVar("T")
+
+EVENTS_KEY = "grid:events"
+
+
+def quiet(fn: Callable[[], T]) -> Callable[[], T | None]:
+    """A wait_for condition that reads as 'not yet' while Redis is unreachable."""
+
+    def call() -> T | None:
+        try:
+            return fn()
+        except (redis.RedisError, OSError):
+            return None
+
+    return call
+
+
+class ChaosGrid(LocalGrid):
+    """LocalGrid plus what chaos scenarios need; remembers the desired sizes it set."""
+
+    def __init__(self, redis_url: str, home: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(redis_url, home, env)
+        self.expected: dict[str, int] = {}
+
+    # ---- bring-up -------------------------------------------------------------------
+
+    def up(
+        self,
+        agents: Sequence[str] = ("agent-1", "agent-2"),
+        masters: Sequence[str] = ("master",),
+        max_nodes: int = 10,
+        agent_env: dict[str, dict[str, str]] | None = None,
+        timeout: float = 60,
+    ) -> None:
+        for name in masters:
+            self.start_master(name)
+        for agent_id in agents:
+            self.start_agent(agent_id, max_nodes, env=(agent_env or {}).get(agent_id))
+        self.wait_leader(timeout)
+        self.wait_agents(*agents, timeout=timeout)
+
+    def start_agent_argv(
+        self, name: str, prefix: list[str], agent_id: str, max_nodes: int, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """Start an agent behind a command prefix (e.g. `ip netns exec NS`)."""
+        with (self.home / "logs" / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "grid.cli.main", "agent", "--id", agent_id,
+                 "--max-nodes", str(max_nodes)],  # fmt: skip
+                env={**self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def scale(self, size: int, pool: str = "default") -> None:
+        """`grid scale --no-wait`; the size becomes part of the expected desired state."""
+        result = self.cli("scale", "--nodes", str(size), "--pool", pool, "--no-wait")
+        assert result.returncode == 0, result.stderr
+        self.expected[pool] = size
+
+    # ---- events ---------------------------------------------------------------------
+
+    def mark(self) -> str:
+        """Id of the newest event: read 'since' it to see only what happens next."""
+        rows = self.client.xrevrange(EVENTS_KEY, count=1)
+        return str(rows[0][0]) if rows else "0-0"
+
+    def find_events(
+        self, *types: str, since: str = "0-0", node_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> list[Event]:  # fmt: skip
+        rows = self.client.xrange(EVENTS_KEY, min=f"({since}" if since != "0-0" else "-")
+        out = []
+        for event_id, fields in rows:
+            ev = Event.from_fields(event_id, fields)
+            if types and ev.type not in types:
+                continue
+            if node_id is not None and ev.node_id != node_id:
+                continue
+            if agent_id is not None and ev.agent_id != agent_id:
+                continue
+            out.append(ev)
+        return out
+
+    def wait_event(
+        self, type_: str, since: str = "0-0", timeout: float = 30, count: int = 1, **filters: Any
+    ) -> list[Event]:
+        def found() -> list[Event] | None:
+            evs = self.find_events(type_, since=since, **filters)
+            return evs if len(evs) >= count else None
+
+        return wait_for(quiet(found), timeout, interval=0.02,
+                        what=f"{count} {type_} event(s) {filters or ''}")  # fmt: skip
+
+    # ---- state ----------------------------------------------------------------------
+
+    def leader_id(self) -> str | None:
+        holder = self.client.get("grid:leader")
+        return str(holder).split("|", 1)[0] if holder else None
+
+    def node_procs(self) -> dict[str, list[psutil.Process]]:
+        """Top-level node processes by node id (a wrapper's own child is not counted)."""
+        procs = list(self.node_processes())
+        pids = {p.pid for p in procs}
+        out: dict[str, list[psutil.Process]] = {}
+        for proc in procs:
+            try:
+                if proc.ppid() in pids:
+                    continue
+                cmd = proc.cmdline()
+            except psutil.Error:
+                continue
+            node_id = cmd[cmd.index("--node-id") + 1] if "--node-id" in cmd else "?"
+            out.setdefault(node_id, []).append(proc)
+        return out
+
+    def kill_node(self, rec: NodeRecord) -> float:
+        """kill -9 the process of a node record (checked to be that node); wall time of the kill."""
+        assert rec.pid, rec
+        proc = psutil.Process(rec.pid)
+        assert rec.node_id in proc.cmdline(), f"pid {rec.pid} is not node {rec.node_id}"
+        at = time.time()
+        os.kill(rec.pid, signal.SIGKILL)
+        return at
+
+    def wait_settled(self, timeout: float = 60) -> list[NodeRecord]:
+        """Every expected pool at its size with all records running."""
+
+        def settled() -> list[NodeRecord] | None:
+            nodes = self.state.nodes()
+            for pool, want in self.expected.items():
+                mine = [n for n in nodes if n.pool == pool]
+                if len(mine) != want or any(n.status != "running" for n in mine):
+                    return None
+            return nodes or [NodeRecord("none")]
+
+        got = wait_for(quiet(settled), timeout, interval=0.05, what=f"pools at {self.expected}")
+        return [n for n in got if n.node_id != "none"]
+
+
+# ---- the invariants ---------------------------------------------------------------------
+
+
+def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None) -> list[str]:
+    desired = grid.expected if desired is None else desired
+    problems: list[str] = []
+    stored = grid.state.desired()
+    for pool, want in desired.items():
+        if stored.get(pool) != want:
+            problems.append(f"desired state lost: pool {pool} is {stored.get(pool)}, set to {want}")
+    nodes = grid.state.nodes()
+    for pool, want in desired.items():
+        mine = [n for n in nodes if n.pool == pool]
+        running = [n for n in mine if n.status == "running"]
+        if len(running) != want or len(mine) != want:
+            statuses = sorted(n.status for n in mine)
+            problems.append(f"pool {pool}: {len(running)} running of {want} desired ({statuses})")
+    procs = grid.node_procs()
+    for node_id, group in procs.items():
+        if len(group) > 1:
+            problems.append(f"node {node_id} runs {len(group)} times: pids {[p.pid for p in group]}")
+    owned = {n.pid for n in nodes if n.pid and n.status in ("running", "starting", "restarting")}
+    live = {p.pid: node_id for node_id, group in procs.items() for p in group}
+    for pid, node_id in sorted(live.items()):
+        if pid not in owned:
+            problems.append(f"node process {pid} ({node_id}) is owned by no record")
+    for n in nodes:
+        if n.status == "running" and n.pid not in live:
+            problems.append(f"record {n.node_id} says running as pid {n.pid}, no such node process")
+    return problems
+
+
+def assert_invariants(
+    grid: ChaosGrid, desired: dict[str, int] | None = None, timeout: float = 30
+) -> None:
+    """Wait (with a deadline) until the fleet invariants hold; fail listing what does not."""
+    deadline = time.monotonic() + timeout
+    problems: list[str] = ["not checked"]
+    while problems:
+        try:
+            problems = invariant_violations(grid, desired)
+        except redis.RedisError as exc:
+            problems = [f"redis: {exc}"]
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    raise AssertionError("fleet invariants violated after %.0fs:\n  %s" % (timeout, "\n  ".join(problems)))
+
+
+class FleetWatch:
+    """Samples node records in the background: the most nodes ever `running` per pool."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        self.client = redis_client(url)
+        self.state = GridState(self.client)
+        self.interval = interval
+        self.max_running: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
+
+    def __enter__(self) -> FleetWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                nodes = self.state.nodes()
+            except redis.RedisError:
+                continue
+            counts: dict[str, int] = {}
+            for n in nodes:
+                if n.status == "running":
+                    counts[n.pool] = counts.get(n.pool, 0) + 1
+            for pool, count in counts.items():
+                self.max_running[pool] = max(self.max_running.get(pool, 0), count)
+            self.samples += 1
+
+
+def event_types(events: Iterable[Event]) -> list[str]:
+    return [e.type for e in events]
