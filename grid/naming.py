@@ -23,7 +23,7 @@ LABEL_POOL = "grid.pool"
 
 def valid_id(value: str) -> bool:
     """Ids are DNS-label shaped so they fit container, pod and unit names on every platform."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))  # fullmatch: "$" would accept a trailing newline
 
 
 def agent_queue(agent_id: str) -> str:
@@ -126,7 +126,7 @@ def pool_metrics_key(pool: str, metric: str) -> str:
 
 
 def pool_metric_names_key(pool: str) -> str:
-    return f"{PREFIX}:m:pool:{pool}:names"
+    return f"{PREFIX}:m:names:{pool}"  # not under m:pool:<pool>: a metric may be named "names"
 
 
 def node_samples_key(node_id: str) -> str:

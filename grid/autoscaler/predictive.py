@@ -47,12 +47,14 @@ def forecast(
     import pandas as pd  # noqa: PLC0415
     from sklearn.linear_model import LinearRegression  # noqa: PLC0415
 
-    times = pd.to_datetime([t for t, _ in series], unit="s")
-    values = pd.Series([v for _, v in series], index=times, dtype="float64")
-    step = f"{max(1, round(resolution))}s"
-    regular = values.resample(step).mean().interpolate(limit_direction="both")
-    t0 = float(series[0][0])
-    grid = (regular.index.asi8 / 1e9 - t0) / resolution
+    # Regular buckets of `resolution` seconds, gaps interpolated, each at its midpoint.
+    frame = pd.DataFrame(series, columns=["ts", "value"])
+    buckets = (frame["ts"] // resolution).astype("int64")
+    means = frame["value"].groupby(buckets).mean()
+    regular = means.reindex(range(int(means.index.min()), int(means.index.max()) + 1))
+    regular = regular.interpolate(limit_direction="both")
+    t0 = float(regular.index[0]) * resolution
+    grid = (regular.index.to_numpy(dtype="float64") + 0.5) - t0 / resolution
     steps = max(1, math.ceil(horizon / resolution))
     future = (now - t0) / resolution + np.arange(1, steps + 1) * (horizon / resolution / steps)
     model = LinearRegression().fit(_features(grid, season, resolution), regular.to_numpy())

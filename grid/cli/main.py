@@ -8,7 +8,7 @@ import click
 import redis
 
 from grid import __version__
-from grid.cli import ops, read, run
+from grid.cli import autoscale, ops, read, run
 from grid.errors import GridError
 
 
@@ -23,17 +23,9 @@ def cli() -> None:
     """
 
 
-for module in (run, ops, read):
+for module in (run, ops, read, autoscale):
     for command in module.COMMANDS:
         cli.add_command(command)
-
-try:  # the autoscaler commands need the autoscaler package
-    from grid.cli import autoscale
-
-    for command in autoscale.COMMANDS:
-        cli.add_command(command)
-except ImportError:  # pragma: no cover - the package ships with Grid
-    pass
 
 
 def main(argv: list[str] | None = None) -> None:

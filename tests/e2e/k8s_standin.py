@@ -107,6 +107,8 @@ from typing import Any, cast
 import aiohttp.web
 import attrs
 import kmock
+import urllib3
+from kmock._internal.aiobus import Bus  # not in kmock.__all__
 from kubernetes import client
 from kubernetes import watch as _watch
 
@@ -302,7 +304,7 @@ def _api_error(status: int, reason: str, message: str) -> kmock.KubernetesError:
 
 
 @attrs.define
-class JournaledBus(kmock.Bus[Any]):
+class JournaledBus(Bus[Any]):
     """kmock's event bus, also remembering recent events by resourceVersion (a watch cache)."""
 
     journal: deque[tuple[int, dict[str, Any]]] = attrs.field(
@@ -537,7 +539,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
         since = int(request.params.get("resourceVersion") or 0)
         timeout = request.params.get("timeoutSeconds")
         deadline = time.monotonic() + float(timeout) if timeout else None
-        bus = cast(JournaledBus, self._buses[request.resource])
+        bus = cast(JournaledBus, self._buses[cast(Any, request.resource)])
         yield b""  # headers out: the client sees the stream open even if nothing happens
 
         def wanted(event: dict[str, Any]) -> bool:
@@ -581,7 +583,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
                 if wanted(event):
                     yield event
         finally:
-            await stream.aclose()
+            await cast(Any, stream).aclose()
             await bus.unmark(marker)
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -692,7 +694,8 @@ class FakeKubelet:
         self.programs = dict(programs)
         self.images = {_image_key(k): list(v) for k, v in images.items()}
         self.ips = IpPool()
-        self._workers: dict[str, PodWorker] = {}
+        self._workers: dict[str, PodWorker] = {}  # live pods by uid
+        self._started: list[PodWorker] = []  # every worker, joined on stop
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watches: list[Any] = []
@@ -718,7 +721,7 @@ class FakeKubelet:
         for t in self._threads:
             t.join(timeout=10)
         with self._lock:
-            workers = list(self._workers.values())
+            workers = list(self._started)
         for worker in workers:
             worker.request_termination(grace=2.0, shutdown=True)
         for worker in workers:
@@ -761,6 +764,7 @@ class FakeKubelet:
                     return
                 worker = PodWorker(self, pod)
                 self._workers[uid] = worker
+                self._started = [w for w in self._started if w.is_alive()] + [worker]
                 worker.start()
         if kind == "DELETED":
             worker.request_termination(grace=0, gone=True)
@@ -774,10 +778,8 @@ class FakeKubelet:
 
     def logs(self, namespace: str, name: str, tail: int | None) -> str | None:
         with self._lock:
-            worker = next(
-                (w for w in self._workers.values() if (w.namespace, w.name) == (namespace, name)),
-                None,
-            )
+            found = [w for w in self._workers.values() if w.namespace == namespace]
+        worker = next((w for w in found if w.pod_name == name), None)
         if worker is None or not worker.log_path.exists():
             return None
         if tail is None:
@@ -873,6 +875,9 @@ class FakeKubelet:
         except client.ApiException as exc:
             if exc.status != 404:
                 log.warning("pvc protection check failed: %s", exc)
+        except urllib3.exceptions.HTTPError as exc:
+            if not self._stop.is_set():
+                log.warning("pvc protection check failed: %s", exc)
 
 
 WILDCARDS = ("0.0.0.0", "::", "[::]")
@@ -887,10 +892,10 @@ class PodWorker(threading.Thread):
         self.kubelet = kubelet
         self.pod = pod
         self.namespace: str = meta["namespace"]
-        self.name: str = meta["name"]
+        self.pod_name: str = meta["name"]
         self.uid: str = meta["uid"]
         self.container: dict[str, Any] = pod["spec"]["containers"][0]
-        self.dir = kubelet.root / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
+        self.dir = kubelet.root / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
         self.log_path = self.dir / "container.log"
         self.pod_ip = ""
         self.conditions: dict[str, dict[str, str]] = {}
@@ -899,6 +904,8 @@ class PodWorker(threading.Thread):
         self._gone = False
         self._shutdown = False
         self._wake_r, self._wake_w = os.pipe()
+        self._fd_lock = threading.Lock()
+        self._fds_closed = False
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- control from the watch thread --
@@ -908,8 +915,9 @@ class PodWorker(threading.Thread):
         self._gone = self._gone or gone
         self._shutdown = self._shutdown or shutdown
         self._terminate.set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        with self._fd_lock:
+            if not self._fds_closed:
+                os.write(self._wake_w, b"x")
 
     # -- status reports --
 
@@ -957,7 +965,7 @@ class PodWorker(threading.Thread):
             status["containerStatuses"] = [container]
         try:
             self.kubelet.core.patch_namespaced_pod_status(
-                self.name, self.namespace, {"status": status}, _preload_content=False
+                self.pod_name, self.namespace, {"status": status}, _preload_content=False
             )
         except client.ApiException as exc:
             if exc.status == 404:
@@ -976,19 +984,22 @@ class PodWorker(threading.Thread):
         except PodGone:
             pass
         except Exception:  # noqa: BLE001 - one broken pod must not take the kubelet down
-            log.exception("kubelet worker for pod %s/%s failed", self.namespace, self.name)
-            self._terminate.wait(60)
+            log.exception("kubelet worker for pod %s/%s failed", self.namespace, self.pod_name)
+            self._terminate.wait()
         finally:
             self._kill(self._grace if not self._shutdown else min(self._grace, 2.0))
             if not self._gone and not self._shutdown:
                 with contextlib.suppress(client.ApiException):
                     self.kubelet.core.delete_namespaced_pod(
-                        self.name, self.namespace, grace_period_seconds=0, _preload_content=False
+                        self.pod_name, self.namespace, grace_period_seconds=0,
+                        _preload_content=False,
                     )
             if self.pod_ip:
                 self.kubelet.ips.release(self.pod_ip)
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
+            with self._fd_lock:
+                self._fds_closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
             shutil.rmtree(self.dir, ignore_errors=True)
             self.kubelet.worker_done(self)
 
@@ -1069,7 +1080,7 @@ class PodWorker(threading.Thread):
             delay = min(delay * 2, 1.0)
         try:
             self.kubelet.core.patch_namespaced_pod(
-                self.name,
+                self.pod_name,
                 self.namespace,
                 {"spec": {"nodeName": NODE_NAME}},
                 _preload_content=False,
@@ -1136,9 +1147,9 @@ class PodWorker(threading.Thread):
         return argv
 
     def _env(self, mounts: Mapping[str, Path]) -> dict[str, str]:
-        env = {**os.environ, "HOSTNAME": self.name}
+        env = {**os.environ, "HOSTNAME": self.pod_name}
         fields = {
-            "metadata.name": self.name,
+            "metadata.name": self.pod_name,
             "metadata.namespace": self.namespace,
             "metadata.uid": self.uid,
             "spec.nodeName": NODE_NAME,

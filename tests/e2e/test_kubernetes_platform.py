@@ -62,8 +62,9 @@ def standin(
 def kube(standin: KubeStandin) -> Iterator[client.CoreV1Api]:
     """A plain client of the stand-in, to look at what the API server really stores."""
     cfg = client.Configuration()
-    config.load_kube_config(str(standin.kubeconfig), client_configuration=cfg)
-    api = client.ApiClient(cfg)
+    loader: Any = config  # the config loaders are untyped
+    loader.load_kube_config(str(standin.kubeconfig), client_configuration=cfg)
+    api: Any = client.ApiClient(cfg)
     yield client.CoreV1Api(api)
     api.close()
 
@@ -109,9 +110,10 @@ def node_ids(kube: client.CoreV1Api) -> Iterator[list[str]]:
             kube.delete_namespaced_persistent_volume_claim(
                 claim_name(node_id), NAMESPACE, _preload_content=False
             )
-    for node_id in ids:
-        wait_for(lambda n=node_id: read_pod(kube, n) is None, 30, what=f"pod of {node_id} gone")
-        wait_for(lambda n=node_id: read_claim(kube, n) is None, 30, what=f"claim of {node_id} gone")
+    def gone() -> bool:
+        return all(read_pod(kube, n) is None and read_claim(kube, n) is None for n in ids)
+
+    wait_for(gone, 30, what=f"pods and claims of {ids} gone")
 
 
 @pytest.fixture

@@ -210,17 +210,35 @@ def test_crash_loop_ends_exited_with_its_code(nodes: Nodes) -> None:
     assert platform.status(spec.node_id).state == WorkloadState.MISSING
 
 
-def test_user_scope(systemd_container: SystemdContainer) -> None:
-    """scope=user: `systemctl --user` of root's user manager, units in ~/.config/systemd/user."""
-    started = systemd_container.exec("systemctl", "start", "user@0.service")
+@pytest.fixture
+def user_manager(systemd_container: SystemdContainer) -> Iterator[tuple[str, ...]]:
+    """A `systemd --user` for root; yields the `podman exec` prefix that reaches it.
+
+    Started with systemd-run rather than as user@0.service: that unit's PAM helper outlives
+    the manager, and systemd in a container on a cgroup v1 host then never learns that the
+    unit's cgroup emptied, so stopping user@0.service hung for minutes now and then.
+    """
+    runtime_dir = systemd_container.exec("systemctl", "start", "user-runtime-dir@0.service")
+    assert runtime_dir.returncode == 0, runtime_dir.stderr
+    started = systemd_container.exec(
+        "systemd-run", "--unit=grid-user-manager", "-p", "Type=notify", "-p", "Delegate=yes",
+        f"--setenv={USER_ENV}", "/lib/systemd/systemd", "--user",
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
-    user_prefix = ("podman", "exec", "-e", USER_ENV, systemd_container.name)
+    try:
+        yield ("podman", "exec", "-e", USER_ENV, systemd_container.name)
+    finally:
+        systemd_container.exec("systemctl", "stop", "grid-user-manager.service")
+
+
+def test_user_scope(systemd_container: SystemdContainer, user_manager: tuple[str, ...]) -> None:
+    """scope=user: `systemctl --user`, units in the container's ~/.config/systemd/user."""
     home = systemd_container.root / "rootfs" / "root"
     config = systemd_container.config(
         scope="user",
         unit_dir=str(home / ".config/systemd/user"),
-        systemctl=(*user_prefix, "systemctl"),
-        journalctl=(*user_prefix, "journalctl"),
+        systemctl=(*user_manager, "systemctl"),
+        journalctl=(*user_manager, "journalctl"),
     )
     made = Nodes(lambda: SystemdPlatform(config, AGENT_ID))
     try:
@@ -233,11 +251,9 @@ def test_user_scope(systemd_container: SystemdContainer) -> None:
         )
         assert unit.stdout.strip() == "ActiveState=active"
         assert [h.node_id for h in platform.list({LABEL_MANAGED: "true"})] == [spec.node_id]
-        logs = wait_for(lambda: "listening" in platform.logs(spec.node_id), 10, what="logs")
-        assert logs
+        wait_for(lambda: "listening" in platform.logs(spec.node_id), 10, what="logs")
         platform.stop(spec.node_id, grace=5)
         assert platform.status(spec.node_id).state == WorkloadState.MISSING
     finally:
         made.cleanup()
-        systemd_container.exec("systemctl", "stop", "user@0.service")
     assert list(Path(config.unit_dir or "").glob("grid-node-*")) == []

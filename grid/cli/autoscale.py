@@ -1,0 +1,310 @@
+"""Autoscaling commands: `grid metrics`, `grid policy …`, `grid load`."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from grid import naming
+from grid.cli.common import Context, Duration, emit_json, fail, json_option, pass_ctx, table
+from grid.errors import NotFoundError, PolicyError
+
+
+@click.command()
+@click.option("--pool", help="Aggregates of one pool (default: every pool).")
+@click.option("--node", "node_id", help="One node's samples instead of a pool.")
+@click.option("--window", type=Duration(), default="5m", show_default=True)
+@json_option
+@pass_ctx
+def metrics(
+    ctx: Context, pool: str | None, node_id: str | None, window: float, as_json: bool
+) -> None:
+    """Metrics sampled from nodes: avg, max, min, sum and p95 over a window."""
+    from grid.autoscaler.metrics import MetricsStore  # noqa: PLC0415
+
+    if pool and node_id:
+        fail("give --pool or --node, not both")
+    store = MetricsStore(ctx.redis, retention=ctx.settings.metrics_retention)
+    now = time.time()
+    if node_id:
+        if ctx.state.node(node_id) is None and not store.node_samples(node_id, now - window, now):
+            raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+        report: dict[str, Any] = {node_id: store.node_summary(node_id, window, now)}
+    else:
+        pools = [pool] if pool else store.pools()
+        report = {p: store.pool_summary(p, window, now) for p in pools}
+    if as_json:
+        emit_json(report)
+        return
+    rows = []
+    for owner, by_metric in report.items():
+        for name, stats in by_metric.items():
+            values = [_num(stats.get(k)) for k in ("avg", "max", "min", "sum", "p95")]
+            rows.append((owner, name, *values, stats.get("samples", "")))
+    table(
+        rows,
+        ["NODE" if node_id else "POOL", "METRIC", "AVG", "MAX", "MIN", "SUM", "P95", "SAMPLES"],
+    )
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@click.group()
+def policy() -> None:
+    """Autoscaling policies: validate, apply, inspect, explain, backtest."""
+
+
+def _load_files(files: tuple[Path, ...]) -> list[Any]:
+    """Every policy of every file; all problems of all files are reported together."""
+    from grid.autoscaler.policy import load_policy_file  # noqa: PLC0415
+
+    policies, problems = [], []
+    for path in files:
+        try:
+            policies += load_policy_file(path)
+        except PolicyError as exc:
+            problems += exc.problems  # each names its file and path
+    if problems:
+        for line in problems:
+            click.echo(f"grid: {line}", err=True)
+        raise SystemExit(2)
+    return policies
+
+
+files_argument = click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+@policy.command()
+@files_argument
+def validate(files: tuple[Path, ...]) -> None:
+    """Check policy files; every problem is listed with its path (exit 2 if any)."""
+    for p in _load_files(files):
+        click.echo(f"{p.pool}: ok ({len(p.checks)} check(s), min {p.min}, max {p.max})")
+
+
+@policy.command()
+@files_argument
+@pass_ctx
+def apply(ctx: Context, files: tuple[Path, ...]) -> None:
+    """Validate and apply policies; a file with any error is refused whole."""
+    from grid.autoscaler.service import apply_policy  # noqa: PLC0415
+
+    policies = _load_files(files)
+    client = ctx.redis
+    for p in policies:
+        apply_policy(client, p)
+        click.echo(f"{p.pool}: applied")
+
+
+@policy.command("list")
+@json_option
+@pass_ctx
+def list_(ctx: Context, as_json: bool) -> None:
+    """Applied policies."""
+    from grid.autoscaler.service import list_policies  # noqa: PLC0415
+
+    policies = list_policies(ctx.redis)
+    desired = ctx.state.desired()
+    if as_json:
+        emit_json([p.model_dump(mode="json") for p in policies])
+        return
+    table(
+        [
+            (
+                p.pool,
+                p.min,
+                p.max,
+                desired.get(p.pool, "-"),
+                ", ".join(c.name for c in p.checks),
+                "yes" if p.dry_run else "",
+            )
+            for p in policies
+        ],  # fmt: skip
+        ["POOL", "MIN", "MAX", "DESIRED", "CHECKS", "DRY RUN"],
+    )
+
+
+def _policy_or_fail(ctx: Context, pool: str) -> Any:
+    from grid.autoscaler.service import get_policy  # noqa: PLC0415
+
+    found = get_policy(ctx.redis, pool)
+    if found is None:
+        raise NotFoundError(f"no policy applied for pool {pool!r} (see 'grid policy list')")
+    return found
+
+
+@policy.command()
+@click.argument("pool")
+@json_option
+@pass_ctx
+def show(ctx: Context, pool: str, as_json: bool) -> None:
+    """An applied policy, as YAML."""
+    found = _policy_or_fail(ctx, pool)
+    if as_json:
+        emit_json(found.model_dump(mode="json"))
+    else:
+        click.echo(found.to_yaml(), nl=False)
+
+
+@policy.command()
+@click.argument("pool")
+@pass_ctx
+def remove(ctx: Context, pool: str) -> None:
+    """Stop autoscaling a pool (its size stays as it is)."""
+    from grid.autoscaler.service import remove_policy  # noqa: PLC0415
+
+    if not remove_policy(ctx.redis, pool):
+        raise NotFoundError(f"no policy applied for pool {pool!r} (see 'grid policy list')")
+    click.echo(f"{pool}: policy removed")
+
+
+@policy.command()
+@click.argument("pool")
+@click.option("--last", "count", type=click.IntRange(1, 100), default=5, show_default=True)
+@json_option
+@pass_ctx
+def explain(ctx: Context, pool: str, count: int, as_json: bool) -> None:
+    """The last decisions for a pool: each check's vote, the merge, clamps, cooldowns."""
+    from grid.autoscaler.service import last_decisions  # noqa: PLC0415
+
+    decisions = last_decisions(ctx.redis, pool, count)
+    if not decisions:
+        _policy_or_fail(ctx, pool)
+        click.echo(f"{pool}: no decision recorded yet")
+        return
+    if as_json:
+        emit_json([d.to_dict() for d in decisions])
+        return
+    for d in reversed(decisions):
+        stamp = datetime.fromtimestamp(d.ts).strftime("%H:%M:%S")
+        flags = " (dry run)" if d.dry_run else ""
+        click.echo(
+            click.style(
+                f"{stamp}  {d.current} -> {d.desired}  {d.action}{flags}: {d.reason}", bold=True
+            )
+        )
+        for v in d.votes:
+            value = f" = {v.value:.3g}" if v.value is not None else ""
+            vote = "abstains" if v.desired is None else f"votes {v.desired}"
+            shadow = " [shadow]" if v.shadow else ""
+            click.echo(f"    {v.check} ({v.strategy}{value}) {vote}{shadow}: {v.reason}")
+        click.echo(f"    merge: {d.merge} -> {d.merged}")
+        for clamp in d.clamps:
+            click.echo(f"    clamp: {clamp}")
+        if d.cooldown:
+            click.echo(f"    cooldown: {d.cooldown}")
+        if d.error:
+            click.echo(f"    error: {d.error}")
+
+
+@policy.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="CSV trace: timestamp,value[,metric] (repeatable).",
+)
+@click.option("--pool", help="Only this pool of the file.")
+@click.option(
+    "--hpa/--no-hpa", default=True, show_default=True, help="Also run the Kubernetes HPA baseline."
+)
+@click.option("--step", type=Duration(), default="15s", show_default=True, help="Simulated tick.")
+@click.option(
+    "--spin-up", type=Duration(), default="60s", show_default=True, help="Node start-up delay."
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of load against nodes."
+)
+@json_option
+def backtest(
+    file: Path,
+    traces: tuple[Path, ...],
+    pool: str | None,
+    hpa: bool,
+    step: float,
+    spin_up: float,
+    plot_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Replay metric traces through a policy in simulated time.
+
+    Reports scaling actions, node-minutes, minutes under target and direction changes,
+    beside the Kubernetes HPA algorithm on the same trace.
+    """
+    from grid.autoscaler import backtest as bt  # noqa: PLC0415
+
+    policies = [p for p in _load_files((file,)) if pool is None or p.pool == pool]
+    if not policies:
+        fail(f"no pool {pool!r} in {file}")
+    reports = []
+    for p in policies:
+        config = bt.default_sim_config(p, step=step, spin_up=spin_up)
+        for trace_path in traces:
+            trace = bt.load_trace(trace_path)
+            pair = [bt.run_policy(p, trace, config)]
+            if hpa:
+                pair.append(bt.run_hpa(p, trace, config))
+            if plot_path is not None:
+                out = plot_path if len(policies) * len(traces) == 1 else plot_path.with_name(
+                    f"{plot_path.stem}-{p.pool}-{trace_path.stem}{plot_path.suffix}")  # fmt: skip
+                bt.plot(pair, out, config.target, title=f"{p.pool} on {trace.name}")
+                click.echo(f"plot written to {out}", err=True)
+            reports += pair
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+    else:
+        click.echo(bt.format_table(reports))
+
+
+@click.command()
+@click.option("--pool", default=naming.DEFAULT_POOL, show_default=True)
+@click.option(
+    "--rps", type=click.FloatRange(min=0, min_open=True), required=True, help="Requests per second."
+)
+@click.option("--duration", type=Duration(), default="60s", show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
+@json_option
+@pass_ctx
+def load(
+    ctx: Context, pool: str, rps: float, duration: float, concurrency: int, as_json: bool
+) -> None:
+    """Drive real HTTP traffic at a pool's running nodes (PUT and GET of small values)."""
+    from grid.loadgen import LoadReport, run_load  # noqa: PLC0415
+
+    state = ctx.state
+
+    def endpoints() -> list[str]:
+        return [n.endpoint for n in state.nodes(pool=pool) if n.status == "running" and n.endpoint]
+
+    if not endpoints():
+        fail(f"pool {pool!r} has no running node to send load to", code=1)
+
+    def progress(elapsed: float, report: LoadReport) -> None:
+        if as_json:
+            return
+        stats = report.as_dict()
+        click.echo(f"{elapsed:5.0f}s  {len(endpoints())} node(s)  sent {stats['sent']}  "
+                   f"ok {stats['ok']}  errors {stats['errors']}", err=True)  # fmt: skip
+
+    report = run_load(endpoints, rps, duration, concurrency, progress)
+    stats = report.as_dict()
+    if as_json:
+        emit_json(stats)
+    else:
+        click.echo(f"{stats['sent']} requests in {stats['seconds']}s ({stats['rate']}/s): "
+                   f"{stats['ok']} ok, {stats['errors']} errors, p50 {_num(stats['p50_ms'])} ms, "
+                   f"p99 {_num(stats['p99_ms'])} ms")  # fmt: skip
+
+
+COMMANDS = [metrics, policy, load]

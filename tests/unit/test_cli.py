@@ -1,0 +1,321 @@
+"""The `grid` CLI through click's CliRunner, on a real Redis (records written with GridState).
+
+Exit codes and the one-line error contract go through `grid.cli.main.main`, the real entry
+point (the click group alone leaves GridError to the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from grid.cli.main import cli, main
+from grid.connection import redis_client
+from grid.events import EVENT_TYPES, EventLog, EventType
+from grid.state import AgentRecord, GridState, NodeRecord
+
+NODE_FIELDS = {"node_id", "agent_id", "pool", "status", "pid", "port", "endpoint", "restart_count",
+               "generation", "created_at", "started_at", "error", "platform", "memory_mb"}  # fmt: skip
+AGENT_FIELDS = {"agent_id", "hostname", "platform", "max_nodes", "labels", "cost", "status",
+                "draining", "last_heartbeat", "node_count", "registered_at", "pid"}  # fmt: skip
+EVENT_FIELDS = {"id", "type", "ts", "message", "agent_id", "node_id", "pool", "data"}
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """GRID_REDIS_URL at the test Redis, nothing else of the caller's GRID_* variables."""
+    for key in list(os.environ):
+        if key.startswith("GRID_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no grid.toml of the caller
+    values = {"GRID_REDIS_URL": redis_url, "GRID_HOME": str(tmp_path / "home")}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis_client(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def state(client: redis.Redis) -> GridState:
+    return GridState(client)
+
+
+def invoke(env: dict[str, str], *args: str) -> Result:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the real entry point in-process: (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def populate(state: GridState) -> None:
+    now = time.time()
+    state.register_agent(AgentRecord("agent-1", hostname="h1", max_nodes=4, last_heartbeat=now,
+                                     labels={"zone": "a"}, cost=0.5))  # fmt: skip
+    state.register_agent(AgentRecord("agent-2", hostname="h2", max_nodes=4, last_heartbeat=now,
+                                     status="degraded"))  # fmt: skip
+    state.create_nodes([
+        NodeRecord("default-00000001", agent_id="agent-1", status="running", pid=111, port=4001,
+                   endpoint="http://127.0.0.1:1", restart_count=2, created_at=now, started_at=now),
+        NodeRecord("default-00000002", agent_id="agent-2", status="pending", created_at=now),
+        NodeRecord("manual-00000003", pool="manual", agent_id="agent-1", status="running",
+                   pid=333, port=4003, endpoint="http://127.0.0.1:1", created_at=now),
+    ])  # fmt: skip
+    state.set_desired("default", 4)
+
+
+# ---- help ---------------------------------------------------------------------------------
+
+COMMANDS = ["scale", "spawn", "stop", "drain", "undrain", "nodes", "agents", "status", "events",
+            "logs", "node-status", "up", "master", "agent", "flower"]  # fmt: skip
+
+
+def test_group_help_lists_every_command() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "Grid runs and scales fleets of storage nodes" in result.output
+    for name in COMMANDS:
+        assert f"  {name}" in result.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_command_help(name: str) -> None:
+    result = CliRunner().invoke(cli, [name, "-h"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: cli {name}")
+
+
+@pytest.mark.parametrize("name", ["nodes", "agents", "status", "events", "node-status"])
+def test_read_commands_offer_json(name: str) -> None:
+    assert "--json" in CliRunner().invoke(cli, [name, "--help"]).output
+
+
+def test_events_help_lists_every_type() -> None:
+    text = " ".join(CliRunner().invoke(cli, ["events", "--help"]).output.split())
+    for name in EVENT_TYPES:
+        assert name in text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out.startswith("grid, version ")
+
+
+# ---- read commands: --json shapes ------------------------------------------------------------
+
+
+def test_nodes_json(env: dict[str, str], state: GridState) -> None:
+    assert json.loads(invoke(env, "nodes", "--json").stdout) == []
+    populate(state)
+    rows = json.loads(invoke(env, "nodes", "--json").stdout)
+    assert [r["node_id"] for r in rows] == ["default-00000001", "default-00000002",
+                                            "manual-00000003"]  # fmt: skip
+    for row in rows:
+        assert NODE_FIELDS <= set(row)
+    first = rows[0]
+    assert (first["agent_id"], first["pool"], first["status"], first["pid"], first["port"],
+            first["endpoint"], first["restart_count"]) == (
+        "agent-1", "default", "running", 111, 4001, "http://127.0.0.1:1", 2)  # fmt: skip
+    assert rows[1]["pid"] is None
+    only = json.loads(invoke(env, "nodes", "--json", "--pool", "manual").stdout)
+    assert [r["node_id"] for r in only] == ["manual-00000003"]
+    by_agent = json.loads(invoke(env, "nodes", "--json", "--agent", "agent-2").stdout)
+    assert [r["node_id"] for r in by_agent] == ["default-00000002"]
+
+
+def test_nodes_table(env: dict[str, str], state: GridState) -> None:
+    assert "(none)" in invoke(env, "nodes").stdout
+    populate(state)
+    lines = invoke(env, "nodes").stdout.splitlines()
+    assert lines[0].split() == ["NODE", "POOL", "AGENT", "STATUS", "PID", "PORT", "ENDPOINT",
+                                "RESTARTS", "STARTED"]  # fmt: skip
+    assert len(lines) == 4
+    assert lines[1].split()[:8] == ["default-00000001", "default", "agent-1", "running", "111",
+                                    "4001", "http://127.0.0.1:1", "2"]  # fmt: skip
+
+
+def test_agents_json(env: dict[str, str], state: GridState) -> None:
+    populate(state)
+    rows = json.loads(invoke(env, "agents", "--json").stdout)
+    assert [r["agent_id"] for r in rows] == ["agent-1", "agent-2"]
+    for row in rows:
+        assert AGENT_FIELDS <= set(row)
+    assert rows[0]["labels"] == {"zone": "a"} and rows[0]["cost"] == 0.5
+    assert rows[0]["max_nodes"] == 4 and rows[1]["status"] == "degraded"
+    assert "zone=a" in invoke(env, "agents").stdout
+
+
+def test_status_json(env: dict[str, str], state: GridState) -> None:
+    empty = json.loads(invoke(env, "status", "--json").stdout)
+    assert empty["cluster"] == "healthy" and empty["leader"] is None
+    assert empty["agents"] == {"total": 0, "online": 0, "degraded": 0, "offline": 0}
+    assert empty["nodes"]["total"] == 0 and empty["pools"] == {}
+
+    populate(state)
+    state.set_pool_status("default", {"shortfall": 1})
+    report = json.loads(invoke(env, "status", "--json").stdout)
+    assert set(report) == {"cluster", "reason", "leader", "agents", "nodes", "pools"}
+    assert report["agents"] == {"total": 2, "online": 1, "degraded": 1, "offline": 0}
+    assert report["nodes"] == {"total": 3, "pending": 1, "starting": 0, "running": 2,
+                               "restarting": 0, "stopping": 0, "failed": 0, "lost": 0}  # fmt: skip
+    assert report["cluster"] == "critical"  # 1 of 4 running: below half the pool
+    assert report["pools"]["default"] == {"desired": 4, "nodes": {"running": 1, "pending": 1},
+                                          "shortfall": 1}  # fmt: skip
+    assert report["pools"]["manual"]["desired"] is None
+    text = invoke(env, "status").stdout
+    assert "cluster  critical" in text and "1 do not fit (capacity shortfall)" in text
+
+
+@pytest.mark.parametrize(
+    ("desired", "agent2", "expected"),
+    [(1, "online", "healthy"), (1, "degraded", "degraded"), (2, "online", "degraded"),
+     (3, "online", "critical")],
+)  # fmt: skip
+def test_status_cluster_state(
+    env: dict[str, str], state: GridState, desired: int, agent2: str, expected: str
+) -> None:
+    state.register_agent(AgentRecord("agent-1"))
+    state.register_agent(AgentRecord("agent-2", status=agent2))
+    state.create_nodes([NodeRecord("default-1", agent_id="agent-1", status="running")])
+    state.set_desired("default", desired)
+    assert json.loads(invoke(env, "status", "--json").stdout)["cluster"] == expected
+
+
+def test_events_json_filters_and_since(env: dict[str, str], client: redis.Redis) -> None:
+    log = EventLog(client)
+    log.emit(EventType.SPAWN_SUCCEEDED, "n1 up", agent_id="agent-1", node_id="n1", pool="p")
+    log.emit(EventType.STOP_SUCCEEDED, "n1 down", agent_id="agent-1", node_id="n1", pool="p")
+    log.emit(EventType.SPAWN_SUCCEEDED, "n2 up", agent_id="agent-2", node_id="n2", pool="q")
+    rows = json.loads(invoke(env, "events", "--json").stdout)
+    assert [r["message"] for r in rows] == ["n1 up", "n1 down", "n2 up"]
+    assert all(set(r) == EVENT_FIELDS for r in rows)
+    spawns = json.loads(invoke(env, "events", "--type", "spawn_succeeded", "--json").stdout)
+    assert [r["node_id"] for r in spawns] == ["n1", "n2"]
+    two = invoke(env, "events", "--type", "spawn_succeeded", "--type", "stop_succeeded",
+                 "--agent", "agent-1", "--json")  # fmt: skip
+    assert [r["type"] for r in json.loads(two.stdout)] == ["spawn_succeeded", "stop_succeeded"]
+    assert len(json.loads(invoke(env, "events", "--pool", "q", "--json").stdout)) == 1
+    assert len(json.loads(invoke(env, "events", "--node", "n1", "--json").stdout)) == 2
+    assert len(json.loads(invoke(env, "events", "--limit", "1", "--json").stdout)) == 1
+    assert len(json.loads(invoke(env, "events", "--since", "1h", "--json").stdout)) == 3
+    text = invoke(env, "events").stdout.splitlines()
+    assert len(text) == 3 and "spawn_succeeded" in text[0] and text[0].endswith("n1 up")
+
+
+def test_events_since_excludes_older_events(env: dict[str, str], client: redis.Redis) -> None:
+    # an event from two hours ago: a stream entry with an explicit id in the past
+    old_ms = int((time.time() - 7200) * 1000)
+    client.xadd("grid:events", {"type": "scale_requested", "ts": str(old_ms / 1000),
+                                "message": "old", "data": "{}"}, id=f"{old_ms}-0")  # fmt: skip
+    EventLog(client).emit(EventType.SCALE_REQUESTED, "new")
+    assert [r["message"] for r in json.loads(invoke(env, "events", "--json").stdout)] == [
+        "old", "new"]  # fmt: skip
+    recent = json.loads(invoke(env, "events", "--since", "1h", "--json").stdout)
+    assert [r["message"] for r in recent] == ["new"]
+    recent = json.loads(invoke(env, "events", "--since", "3h", "--json").stdout)
+    assert len(recent) == 2
+
+
+def test_node_status_json_without_health(env: dict[str, str], state: GridState) -> None:
+    populate(state)
+    report = json.loads(invoke(env, "node-status", "default-00000001", "--json").stdout)
+    assert NODE_FIELDS <= set(report)
+    assert report["node_id"] == "default-00000001" and report["pid"] == 111
+    assert report["health"] is None  # nothing answers on the recorded endpoint
+    text = invoke(env, "node-status", "default-00000002").stdout
+    assert "health         no answer" in text
+
+
+# ---- write commands without a master ----------------------------------------------------------
+
+
+def test_scale_without_master_saves_the_size(
+    env: dict[str, str], state: GridState, client: redis.Redis
+) -> None:
+    result = invoke(env, "scale", "--nodes", "3", "--pool", "web")
+    assert result.exit_code == 0
+    assert "no master is running" in result.stderr
+    assert state.desired() == {"web": 3}
+    (ev,) = EventLog(client).read(types={"scale_requested"})
+    assert ev.pool == "web" and ev.data["desired"] == 3 and ev.data["previous"] is None
+    invoke(env, "scale", "--nodes", "0", "--pool", "web")
+    assert state.desired() == {"web": 0}
+    assert EventLog(client).read(types={"scale_requested"})[-1].data["previous"] == 3
+
+
+def test_drain_and_undrain_flag_the_agent(env: dict[str, str], state: GridState) -> None:
+    state.register_agent(AgentRecord("agent-1"))
+    assert invoke(env, "undrain", "agent-1").exit_code == 0
+    agent = state.agent("agent-1")
+    assert agent is not None and agent.draining is False
+
+
+# ---- exit codes through the real entry point ---------------------------------------------------
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+BAD = [
+    (["spawn", "--agent", "nope"], "unknown agent 'nope'"),
+    (["stop", "nope"], "unknown node 'nope'"),
+    (["logs", "nope"], "unknown node 'nope'"),
+    (["node-status", "nope"], "unknown node 'nope'"),
+    (["drain", "nope"], "unknown agent 'nope'"),
+    (["scale", "--nodes", "-1"], "--nodes"),
+    (["scale", "--nodes", "2", "--pool", "Bad_Pool"], "bad pool name"),
+    (["events", "--type", "bogus"], "unknown event type 'bogus'"),
+    (["events", "--since", "yesterday"], "bad duration"),
+    (["nodes", "--bogus"], "--bogus"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exit_2_one_line_nothing_changed(
+    env: dict[str, str],
+    state: GridState,
+    client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    needle: str,
+) -> None:
+    populate(state)
+    before = snapshot(client)
+    code, out, err = run_main(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("grid: ")
+    assert needle in err
+    assert snapshot(client) == before
+
+
+def test_bad_setting_names_the_variable(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRID_HEARTBEAT_INTERVAL", "abc")
+    code, out, err = run_main(capsys, "status")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "GRID_HEARTBEAT_INTERVAL" in err

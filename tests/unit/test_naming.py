@@ -1,0 +1,114 @@
+"""grid.naming: the one place that builds queue names, Redis keys and labels."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from grid import naming
+
+# (function, args, expected)
+NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
+    (naming.agent_queue, ("agent-1",), "grid.agent.agent-1"),
+    (naming.master_private_queue, ("m1",), "grid.master.m1"),
+    (naming.agent_worker_name, ("agent-1", "host"), "agent.agent-1@host"),
+    (naming.master_worker_name, ("m1", "host"), "master.m1@host"),
+    (naming.agents_key, (), "grid:agents"),
+    (naming.agent_key, ("agent-1",), "grid:agent:agent-1"),
+    (naming.agent_lock_key, ("agent-1",), "grid:agent:agent-1:lock"),
+    (naming.nodes_key, (), "grid:nodes"),
+    (naming.node_key, ("default-0a1b2c3d",), "grid:node:default-0a1b2c3d"),
+    (naming.pools_key, (), "grid:pools"),
+    (naming.pool_status_key, (), "grid:pool-status"),
+    (naming.events_key, (), "grid:events"),
+    (naming.leader_key, (), "grid:leader"),
+    (naming.cluster_state_key, (), "grid:cluster-state"),
+    (naming.generation_key, (), "grid:generation"),
+    (naming.reconcile_lock_key, (), "grid:lock:reconcile"),
+    (naming.policies_key, (), "grid:policies"),
+    (naming.policy_state_key, ("web",), "grid:policy-state:web"),
+    (naming.decisions_key, ("web",), "grid:decisions:web"),
+    (naming.node_metrics_key, ("n1", "cpu"), "grid:m:node:n1:cpu"),
+    (naming.pool_metrics_key, ("web", "cpu"), "grid:m:pool:web:cpu"),
+    (naming.pool_metric_names_key, ("web",), "grid:m:names:web"),
+    (naming.node_samples_key, ("n1",), "grid:m:node:n1"),
+    (naming.pool_history_key, ("web", "cpu"), "grid:m:hist:web:cpu"),
+    (naming.metric_pools_key, (), "grid:m:pools"),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "expected"), NAMES, ids=[f.__name__ for f, _, _ in NAMES])
+def test_name(fn: Callable[..., str], args: tuple[Any, ...], expected: str) -> None:
+    assert fn(*args) == expected
+
+
+def test_every_name_function_is_covered() -> None:
+    covered = {fn.__name__ for fn, _, _ in NAMES}
+    public = {
+        name
+        for name, fn in inspect.getmembers(naming, inspect.isfunction)
+        if fn.__module__ == naming.__name__ and (name.endswith(("_key", "_queue", "_name")))
+    }
+    assert public - covered == set(), "add the new naming function to NAMES"
+
+
+def test_keys_live_under_the_prefix_and_queues_under_grid_dot() -> None:
+    for fn, args, _ in NAMES:
+        value = fn(*args)
+        if fn.__name__.endswith("_key"):
+            assert value.startswith(naming.PREFIX + ":")
+        elif fn.__name__.endswith("_queue"):
+            assert value.startswith(naming.PREFIX + ".")
+    assert naming.MASTER_QUEUE == "grid.master"
+    assert naming.agent_queue("master") != naming.MASTER_QUEUE
+
+
+@pytest.mark.parametrize("metric", ["cpu", "names", "rss_bytes", "custom:gauge", "lock"])
+def test_keys_never_collide(metric: str) -> None:
+    """Distinct things get distinct keys, whatever a metric is called."""
+    ids = ["a", "b-1"]
+    keys: list[str] = []
+    for x in ids:
+        keys += [
+            naming.agent_key(x), naming.agent_lock_key(x), naming.node_key(x),
+            naming.policy_state_key(x), naming.decisions_key(x),
+            naming.node_metrics_key(x, metric), naming.pool_metrics_key(x, metric),
+            naming.pool_metric_names_key(x), naming.node_samples_key(x),
+            naming.pool_history_key(x, metric),
+        ]  # fmt: skip
+    keys += [fn() for fn, args, _ in NAMES if not args]
+    assert len(keys) == len(set(keys))
+
+
+def test_new_node_id_is_valid_unique_and_in_its_pool() -> None:
+    ids = {naming.new_node_id("web") for _ in range(200)}
+    assert len(ids) == 200
+    for node_id in ids:
+        assert node_id.startswith("web-")
+        assert naming.valid_id(node_id)
+
+
+VALID = ["a", "agent-1", "0", "a" * 63, "default-0a1b2c3d", "x-y-z", "1a"]
+INVALID = ["", "-a", "a-", "A", "agent_1", "a.b", "a:b", "a b", "a" * 64, "é", "a\n", "nope!"]
+
+
+@pytest.mark.parametrize("value", VALID)
+def test_valid_id(value: str) -> None:
+    assert naming.valid_id(value)
+
+
+@pytest.mark.parametrize("value", INVALID)
+def test_invalid_id(value: str) -> None:
+    assert not naming.valid_id(value)
+
+
+def test_node_labels() -> None:
+    assert naming.node_labels("n1", "agent-1", "web") == {
+        "grid.managed": "true",
+        "grid.node_id": "n1",
+        "grid.agent_id": "agent-1",
+        "grid.pool": "web",
+    }
