@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.* and tests.*
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.*, tests.*
 
 from bench.node_spawn import repeat, summary_ms  # noqa: E402
 from grid.health import wait_healthy  # noqa: E402

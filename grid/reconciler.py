@@ -51,6 +51,7 @@ class PoolPlan:
     failures: int = 0  # failed spawns/crash loops cleaned up in this pass
     fail_streak: int = 0  # consecutive passes with failures
     retry_at: float = 0.0  # no placement before this time (backoff after failures)
+    stale: bool = False  # the stored pool status (shortfall, backoff) no longer holds
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Plan:
     def empty(self) -> bool:
         """Nothing to do and nothing new to record."""
         return not self.remove and all(
-            not p.spawn_on and not p.stop and not p.shortfall and not p.failures
+            not p.spawn_on and not p.stop and not p.shortfall and not p.failures and not p.stale
             for p in self.pools.values()
         )
 
@@ -151,6 +152,10 @@ def plan(
         running = sum(1 for n in active if n.status == NodeStatus.RUNNING.value)
         movable = min(len(moving), max(0, running + len(moving) - want))
         pp.stop += moving[:movable]
+        pp.stale = (int(before.get("shortfall", 0)), int(before.get("fail_streak", 0))) != (
+            pp.shortfall,
+            pp.fail_streak,
+        )
         result.pools[pool] = pp
     return result
 

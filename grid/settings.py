@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     metrics_interval: float = Field(5.0, gt=0, description="seconds between node samples")
     metrics_retention: float = Field(3600.0, gt=0, description="seconds of samples kept")
 
+    http_host: str = Field("127.0.0.1", description="address of the master's pages")
+    http_port: int = Field(8700, ge=-1, le=65535, description="master pages port; 0 any, -1 off")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -33,7 +33,11 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)  # the e2e test image is built from it
 if [ ${#missing[@]} -gt 0 ]; then
     echo "docker-up: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q "${missing[@]}" >/dev/null; then
+        apt-get update -qq  # stale package lists on a fresh machine
+        apt-get install -y -q "${missing[@]}" >/dev/null
+    fi
 fi
 
 if daemon_answers; then

@@ -13,8 +13,7 @@ from grid.cli.common import Context, Duration, ago, emit_json, json_option, pass
 from grid.errors import ConfigError, NotFoundError
 from grid.events import EVENT_TYPES, Event, EventLog
 from grid.health import probe
-from grid.monitor import cluster_state, pool_summary
-from grid.state import AgentStatus, NodeStatus
+from grid.report import status_report
 
 
 @click.command()
@@ -75,36 +74,12 @@ def agents(ctx: Context, as_json: bool) -> None:
     )
 
 
-def status_report(ctx: Context) -> dict[str, Any]:
-    state = ctx.state
-    agent_records = state.agents()
-    node_records = state.nodes()
-    desired = state.desired()
-    agent_counts = {s.value: 0 for s in AgentStatus}
-    for a in agent_records:
-        agent_counts[a.status] = agent_counts.get(a.status, 0) + 1
-    node_counts = {s.value: 0 for s in NodeStatus}
-    for n in node_records:
-        node_counts[n.status] = node_counts.get(n.status, 0) + 1
-    cluster, why = cluster_state(agent_records, desired, node_records)
-    info = state.r.hgetall(naming.leader_key() + ":info")
-    holder = state.lease_holder(naming.leader_key())
-    return {
-        "cluster": cluster,
-        "reason": why,
-        "leader": info.get("master_id") if holder else None,
-        "agents": {"total": len(agent_records), **agent_counts},
-        "nodes": {"total": len(node_records), **node_counts},
-        "pools": pool_summary(state),
-    }
-
-
 @click.command()
 @json_option
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
     """Cluster state (healthy / degraded / critical), agent and node counts, pools."""
-    report = status_report(ctx)
+    report = status_report(ctx.state)
     if as_json:
         emit_json(report)
         return
@@ -113,6 +88,8 @@ def status(ctx: Context, as_json: bool) -> None:
         f"cluster  {click.style(report['cluster'], fg=color, bold=True)} ({report['reason']})"
     )
     click.echo(f"leader   {report['leader'] or 'none (no master running)'}")
+    if report["pages"]:
+        click.echo(f"pages    {report['pages']}")
     a = report["agents"]
     click.echo(f"agents   {a['total']} total: {a['online']} online, {a['degraded']} degraded, "
                f"{a['offline']} offline")  # fmt: skip

@@ -124,7 +124,9 @@ def master(ctx: Context, master_id: str | None) -> None:
     setup_logging(settings.log_level, settings.log_format)
     runtime = MasterRuntime(settings, ctx.redis, master_id)
     set_current_master(runtime)
-    click.echo(f"master {runtime.master_id} started; waiting for leadership", err=True)
+    web = _start_web(runtime)
+    pages = f"; pages at {web.url}" if web else ""
+    click.echo(f"master {runtime.master_id} started{pages}; waiting for leadership", err=True)
     import grid.tasks.master  # noqa: F401, PLC0415
     from grid.workers.launch import run_worker  # noqa: PLC0415
 
@@ -140,7 +142,26 @@ def master(ctx: Context, master_id: str | None) -> None:
         )
     finally:
         runtime.shutdown()
+        if web is not None:
+            web.stop()
         click.echo(f"master {runtime.master_id} stopped", err=True)
+
+
+def _start_web(runtime: Any) -> Any:
+    """The master's pages; a busy port only costs the pages, not the master."""
+    from grid.web import WebServer  # noqa: PLC0415
+
+    settings = runtime.settings
+    if settings.http_port < 0:
+        return None
+    try:
+        web = WebServer(runtime.state, runtime.events, settings.http_host, settings.http_port)
+    except OSError as exc:
+        click.echo(f"master pages not served: port {settings.http_port}: {exc.strerror}", err=True)
+        return None
+    web.start()
+    runtime.web_url = web.url
+    return web
 
 
 @click.command()

@@ -33,7 +33,7 @@ import requests
 from pydantic import Field, field_validator
 
 from grid.errors import PlatformError, PlatformUnavailableError, SpawnError
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, node_labels
+from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_PORT, node_labels
 from grid.platforms.base import (
     ExitCallback,
     NodeHandle,
@@ -50,7 +50,7 @@ from grid.redis_server import free_port
 log = logging.getLogger(__name__)
 
 #: Label holding the port the node listens on inside its container (the host port on `host`).
-LABEL_PORT = "grid.port"
+
 
 _GONE = ("exited", "dead", "removing")
 _LIVE = ("running", "paused")

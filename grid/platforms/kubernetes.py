@@ -343,6 +343,8 @@ class KubernetesPlatform(Platform):
                     result = done(obj)
                     if result is not None:
                         return result
+                    if time.monotonic() >= deadline:
+                        return None
             except ApiException as exc:
                 if exc.status != 410:  # 410 Gone: too old a version; re-read
                     raise self._error(exc, f"watching pod {name}", PlatformError) from None

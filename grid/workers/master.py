@@ -82,7 +82,7 @@ class MasterRuntime:
         self._beat: Service | None = None
         self._beat_thread: threading.Thread | None = None
         self._election_thread: threading.Thread | None = None
-        self._autoscaler: Any = None
+        self.web_url = ""
 
     # ---- election -------------------------------------------------------------------
 
@@ -114,7 +114,7 @@ class MasterRuntime:
         previous = self.state.r.hgetall(naming.leader_key() + ":info")
         self.state.r.hset(
             naming.leader_key() + ":info",
-            mapping={"master_id": self.master_id, "since": time.time()},
+            mapping={"master_id": self.master_id, "since": time.time(), "http": self.web_url},
         )
         self.events.emit(
             EventType.LEADER_ELECTED,

@@ -171,8 +171,14 @@ class ChaosGrid(LocalGrid):
                     return None
             return nodes or [NodeRecord("none")]
 
-        got = wait_for(quiet(settled), timeout, interval=0.05, what=f"pools at {self.expected}")
-        return [n for n in got if n.node_id != "none"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = quiet(settled)()
+            if got:
+                return [n for n in got if n.node_id != "none"]
+            time.sleep(0.05)
+        seen = quiet(lambda: [(n.node_id, n.agent_id, n.status, n.error[:80]) for n in self.state.nodes()])()
+        raise AssertionError(f"pools not at {self.expected} within {timeout}s; records: {seen}")
 
 
 # ---- the invariants ---------------------------------------------------------------------

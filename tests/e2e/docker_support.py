@@ -43,9 +43,13 @@ DIRS = ("bin", "usr", "etc", "tmp", "proc", "sys", "dev", "root", "run", "var")
 def docker_client() -> Any:
     """A client of a daemon that answers, or None."""
     try:
-        client = docker.from_env(timeout=30)
+        client = docker.from_env(timeout=30)  # negotiates the API version: fails if none answers
+    except (docker.errors.DockerException, requests.RequestException):
+        return None
+    try:
         client.ping()
     except (docker.errors.DockerException, requests.RequestException):
+        client.close()
         return None
     return client
 

@@ -22,10 +22,10 @@ import pytest
 
 from grid.errors import ConfigError, PlatformUnavailableError, SpawnError
 from grid.health import wait_healthy
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL
+from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL, LABEL_PORT
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
-from grid.platforms.docker import LABEL_PORT, DockerPlatform, published_port
+from grid.platforms.docker import DockerPlatform, published_port
 from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
 from tests.e2e.docker_support import (
     NODE_UID,

@@ -319,6 +319,17 @@ def test_unstartable_command_fails_spawn_and_leaves_nothing(
     wait_for(lambda: read_claim(kube, spec.node_id) is None, 10, what="the claim to be deleted")
 
 
+def test_start_timeout_fails_spawn_and_leaves_nothing(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s(start_timeout=0.01)  # far less than the kubelet needs to start it
+    spec = make_spec()
+    with pytest.raises(SpawnError, match="not running within"):
+        platform.spawn(spec)
+    assert read_pod(kube, spec.node_id) is None
+    wait_for(lambda: read_claim(kube, spec.node_id) is None, 10, what="the claim to be deleted")
+
+
 def test_invalid_label_value_is_a_spawn_error(make_k8s: MakeK8s, make_spec: MakeSpec) -> None:
     platform = make_k8s()
     spec = make_spec(labels={"team": "storage & more"})
@@ -401,6 +412,15 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
         KubernetesPlatform(
             KubernetesConfig(kubeconfig=str(tmp_path / "absent"), in_cluster=False), AGENT_ID
         )
+
+
+def test_in_cluster_without_service_account_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ConfigError, match="in-cluster service account"):
+        KubernetesPlatform(KubernetesConfig(), AGENT_ID)  # auto-detected from the env
 
 
 def _kubeconfig_for(path: Path, server: str) -> str:

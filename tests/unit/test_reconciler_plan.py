@@ -251,3 +251,24 @@ def test_draining_with_no_room_elsewhere_keeps_the_nodes() -> None:
     result = run({"default": 1}, nodes, agents)
     assert stopped(result) == []
     assert result.pools["default"].shortfall == 1
+
+
+# ---- what the stored pool status says ------------------------------------------------------
+
+
+def test_a_cleared_shortfall_is_recorded_then_the_plan_is_empty() -> None:
+    nodes = [node("n1", "a"), node("n2", "a")]
+    stored = {"default": {"shortfall": 2, "fail_streak": 0, "retry_at": 0.0}}
+    result = run({"default": 2}, nodes, [agent("a", 2)], pool_state=stored)
+    pp = result.pools["default"]
+    assert pp.shortfall == 0 and not pp.spawn_on and not pp.stop
+    assert not result.empty  # the stale shortfall of 2 must be overwritten
+    now_stored = {"default": {"shortfall": 0, "fail_streak": 0, "retry_at": 0.0}}
+    assert run({"default": 2}, nodes, [agent("a", 2)], pool_state=now_stored).empty
+
+
+def test_an_unchanged_shortfall_is_still_reported_each_pass() -> None:
+    stored = {"default": {"shortfall": 1, "fail_streak": 0, "retry_at": 0.0}}
+    result = run({"default": 3}, [node("n1", "a"), node("n2", "a")], [agent("a", 2)],
+                 pool_state=stored)  # fmt: skip
+    assert result.pools["default"].shortfall == 1 and not result.empty

@@ -1,0 +1,121 @@
+"""How fast the Kubernetes adapter brings up a node against the STAND-IN cluster, not a real one.
+
+Each round calls `KubernetesPlatform.spawn` (create the claim and the pod, wait until the pod
+is Running with an IP), polls /health with `grid.health.wait_healthy` (what agents use), then
+`stop`s it (graceful pod deletion, wait until gone, claim deleted). The cluster is the test
+stand-in (tests/e2e/k8s_standin.py): kmock's API emulator over HTTP plus a fake kubelet that
+runs grid-node as a local process on a loopback pod IP. The figures therefore measure the
+adapter, the official client and the HTTP round trips, plus a local process start; they say
+nothing about a real cluster's scheduler, image pulls, volume provisioning or pod networking.
+
+    .venv/bin/python bench/k8s_spawn.py [--count 10] [--warmup 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.* and tests.*
+
+from bench.node_spawn import node_command, repeat, summary_ms  # noqa: E402
+from grid.health import wait_healthy  # noqa: E402
+from grid.platforms.base import NodeSpec  # noqa: E402
+from grid.platforms.kubernetes import KubernetesConfig, KubernetesPlatform  # noqa: E402
+from tests.e2e.k8s_standin import STANDIN_VERSION, KubeStandin, Program  # noqa: E402
+
+AGENT_ID = "bench-agent"
+TIMEOUT = 30.0
+CLUSTER = "kubernetes STAND-IN (kmock API emulator + fake kubelet, local processes)"
+
+
+def spawn_once(adapter: KubernetesPlatform) -> dict[str, float]:
+    """One round; times in seconds from the spawn call."""
+    spec = NodeSpec(
+        node_id=f"bench-{secrets.token_hex(4)}",
+        agent_id=AGENT_ID,
+        pool="bench",
+        command=["grid-node"],
+    )
+    try:
+        start = time.perf_counter()
+        handle = adapter.spawn(spec)
+        spawned = time.perf_counter() - start
+        if wait_healthy(handle.endpoint, TIMEOUT) is None:
+            raise RuntimeError(
+                f"{spec.node_id} never answered /health: {adapter.logs(spec.node_id)}"
+            )
+        healthy = time.perf_counter() - start
+        begin_stop = time.perf_counter()
+        adapter.stop(spec.node_id, grace=5)
+        return {"spawn": spawned, "healthy": healthy, "stop": time.perf_counter() - begin_stop}
+    finally:
+        adapter.stop(spec.node_id, grace=0)  # idempotent; removes what a failed round left
+
+
+def run(count: int, warmup: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="grid-k8s-bench-") as workdir, KubeStandin(
+        Path(workdir), programs={"grid-node": Program(node_command())}
+    ) as standin:
+        adapter = KubernetesPlatform(
+            KubernetesConfig(kubeconfig=str(standin.kubeconfig), start_timeout=TIMEOUT), AGENT_ID
+        )
+        try:
+            rounds = repeat(lambda: spawn_once(adapter), count, warmup)
+        finally:
+            adapter.close()
+    return {
+        "cluster": CLUSTER,
+        "server_version": STANDIN_VERSION,
+        "count": count,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "spawn_to_health_ms": summary_ms([r["healthy"] for r in rounds]),
+        "spawn_call_ms": summary_ms([r["spawn"] for r in rounds]),
+        "stop_call_ms": summary_ms([r["stop"] for r in rounds]),
+    }
+
+
+def print_human(result: dict[str, Any]) -> None:
+    print(f"cluster: {result['cluster']} -- NOT a real Kubernetes cluster")
+    print(
+        f"kubernetes spawn, n={result['count']}, server {result['server_version']}, "
+        f"python {result['python']}, {result['cpus']} cpus"
+    )
+    rows = [
+        ("spawn() -> /health 200", "spawn_to_health_ms"),
+        ("spawn() returns (Running)", "spawn_call_ms"),
+        ("stop() (pod gone+claim)", "stop_call_ms"),
+    ]
+    print(f"{'':28} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
+    for label, key in rows:
+        s = result[key]
+        print(f"{label:28} {s['p50']:8.1f} {s['p90']:8.1f} {s['p99']:8.1f} {s['max']:8.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=10, help="spawns to measure")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured spawns first")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+    if args.count < 1 or args.warmup < 0:
+        parser.error("--count must be >= 1 and --warmup >= 0")
+    result = run(args.count, args.warmup)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_human(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
