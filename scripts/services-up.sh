@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Start what the e2e tests need and is not running: a Docker daemon (and podman for systemd).
+# Start what the e2e tests need and is not there yet: a Docker daemon (docker-up.sh), and
+# podman + systemd (the systemd tests boot systemd as PID 1 inside a podman container).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-if [ -x "$here/docker-up.sh" ]; then bash "$here/docker-up.sh"; fi
-if ! command -v podman >/dev/null 2>&1; then
-  echo "installing podman (systemd e2e tests run systemd inside a podman container)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
+missing=()
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+[ -x /lib/systemd/systemd ] || [ -x /usr/lib/systemd/systemd ] || missing+=(systemd)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (for the systemd end-to-end tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+bash "$here/docker-up.sh"

@@ -321,6 +321,7 @@ class PredictiveCheck(_Check):
     history: PositiveDuration = 7200.0
     min_history: PositiveDuration = 1800.0
     resolution: PositiveDuration = 60.0
+    margin: Annotated[float, Field(ge=0)] = 0.0
     scale_in: bool = False
     shadow: bool = False
 

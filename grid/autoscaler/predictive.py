@@ -33,6 +33,7 @@ class Forecast:
     point: float  # the forecast at now + horizon
     peak: float  # the largest forecast over (now, now + horizon]
     points: int  # history buckets the model was fitted on
+    spread: float  # standard deviation of the fit's residuals
 
 
 def forecast(
@@ -41,6 +42,7 @@ def forecast(
     horizon: float,
     resolution: float = 60.0,
     season: float | None = None,
+    margin: float = 0.0,
 ) -> Forecast:
     """Fit trend (+ season) on `series` and forecast up to `horizon` seconds after `now`."""
     import numpy as np  # noqa: PLC0415
@@ -57,9 +59,12 @@ def forecast(
     grid = (regular.index.to_numpy(dtype="float64") + 0.5) - t0 / resolution
     steps = max(1, math.ceil(horizon / resolution))
     future = (now - t0) / resolution + np.arange(1, steps + 1) * (horizon / resolution / steps)
-    model = LinearRegression().fit(_features(grid, season, resolution), regular.to_numpy())
+    features, actual = _features(grid, season, resolution), regular.to_numpy()
+    model = LinearRegression().fit(features, actual)
+    spread = float(np.std(actual - model.predict(features)))
     predicted = np.maximum(model.predict(_features(future, season, resolution)), 0.0)
-    return Forecast(float(predicted[-1]), float(predicted.max()), len(regular))
+    peak = float(predicted.max()) + margin * spread
+    return Forecast(float(predicted[-1]), peak, len(regular), spread)
 
 
 def _features(t: Any, season: float | None, resolution: float) -> Any:
@@ -121,7 +126,7 @@ def predictive(
             check.name, check.strategy, current, None, reason,
             shadow=check.shadow, details=details, memory=book,
         )  # fmt: skip
-    fc = forecast(series, now, check.horizon, check.resolution, check.season)
+    fc = forecast(series, now, check.horizon, check.resolution, check.season, check.margin)
     book["pending"] = [*book["pending"], [now + check.horizon, fc.point]][-MAX_PENDING:]
     details.update(forecast=round(fc.point, 6), peak=round(fc.peak, 6), points=fc.points)
     if current > 0:

@@ -147,6 +147,8 @@ class ProcessPlatform(Platform):
                     os.close(fd)
             self._remove_dir(spec.node_id)
             raise SpawnError(f"cannot start {spec.command[0]!r}: {exc.strerror or exc}") from None
+        if spec.memory_mb:
+            self._limit_memory(proc.pid, spec.memory_mb)
         port = spec.port
         if ready_w >= 0:
             os.close(ready_w)
@@ -182,6 +184,17 @@ class ProcessPlatform(Platform):
             self._children[spec.node_id] = proc
         self._watch_pid(spec.node_id, proc.pid)
         return self._handle_from(data)
+
+    @staticmethod
+    def _limit_memory(pid: int, memory_mb: int) -> None:
+        """Cap the node's address space (RLIMIT_AS): allocations beyond it fail in the node.
+
+        Set from outside with prlimit right after start, so no pre-exec hook runs in a
+        threaded agent; the node has not allocated its data yet by then.
+        """
+        limit = memory_mb * 1024 * 1024
+        with contextlib.suppress(psutil.Error, OSError):
+            psutil.Process(pid).rlimit(psutil.RLIMIT_AS, (limit, limit))
 
     def _read_ready_port(self, fd: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
         """Wait for the node to write its bound port on the ready pipe."""

@@ -1,4 +1,4 @@
-"""systemd: one transient-free service unit per node, driven through `systemctl`.
+"""systemd: one service unit file per node, driven through `systemctl`.
 
 Each node gets a unit file `<unit_dir>/<prefix><node_id>.service` (see `render_unit`) and a
 folder `<data_root>/<node_id>/` (its working directory, holding `data/` unless the spec names
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import socket
@@ -69,6 +70,8 @@ _UNAVAILABLE_HINTS = (
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXEC_PREFIX_CHARS = "@-:+!"  # systemd reads these at the start of ExecStart as flags
 _META_PREFIX = "X-Grid-"
+
+log = logging.getLogger(__name__)
 
 
 class SystemdConfig(PlatformConfig):
@@ -357,6 +360,7 @@ class SystemdPlatform(Platform):
         self, argv: list[str], ok: Sequence[int] = (0,), timeout: float | None = None
     ) -> CommandResult:
         result = self._runner(argv, timeout or self.config.command_timeout)
+        log.debug("%s -> %d", " ".join(argv), result.returncode)
         if result.returncode in ok:
             return result
         message = (result.stderr or result.stdout).strip().replace("\n", " | ")

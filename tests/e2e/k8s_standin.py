@@ -283,19 +283,6 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _merge(base: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON merge patch (RFC 7386) of plain dicts, returning a new dict."""
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _api_error(status: int, reason: str, message: str) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
 
@@ -445,7 +432,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
                 415, "UnsupportedMediaType", "the stand-in emulates merge patches of objects only"
             )
         if request.subresource == "status":
-            patch = {"status": patch.get("status"), "metadata": patch.get("metadata") or {}}
+            patch = {k: v for k, v in patch.items() if k in ("status", "metadata")}
         elif request.subresource is None:
             patch = {k: v for k, v in patch.items() if k != "status"}
         else:
@@ -468,7 +455,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
             for fixed in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
                 meta_patch.pop(fixed, None)
             meta_patch["resourceVersion"] = self._next_rv()
-            obj.patch(_merge({}, {**patch, "metadata": meta_patch}))
+            obj.patch(copy.deepcopy({**patch, "metadata": meta_patch}))  # None deletes a key
             raw = obj.raw
             meta = raw["metadata"]
             if (
@@ -551,40 +538,48 @@ class StandinApiServer(kmock.KubernetesEmulator):
                 and match(obj)
             )
 
-        async with self._lock:  # every write emits under this lock: no event falls in between
-            marker = await bus.mark()
-            if since:
-                if bus.journal.maxlen == len(bus.journal) and since < bus.journal[0][0] - 1:
-                    backlog: list[dict[str, Any]] = [{"type": "ERROR", "object": {
-                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                        "reason": "Expired", "message": f"too old resource version: {since}",
-                    }}]
-                else:
-                    backlog = [event for rv, event in bus.journal if rv > since]
-            else:
-                backlog = [
-                    {"type": "ADDED", "object": obj.raw}
-                    for (resource, _, _), obj in self.objects.items()
-                    if resource == request.resource and not obj.deleted
-                ]
-        stream = bus.stream(since=marker)
+        marker = None
         try:
-            for event in backlog:
-                if event["type"] == "ERROR" or wanted(event):
-                    yield event
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return  # timeoutSeconds: a real server ends the stream too
-                try:
-                    event = await asyncio.wait_for(anext(stream), remaining)
-                except (TimeoutError, StopAsyncIteration):
-                    return
-                if wanted(event):
-                    yield event
+            async with self._lock:  # every write emits under this lock: none falls in between
+                marker = await bus.mark()
+                backlog = self._backlog(request, bus, since)
+            stream = bus.stream(since=marker)
+            try:
+                for event in backlog:
+                    if event["type"] == "ERROR" or wanted(event):
+                        yield event
+                while True:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return  # timeoutSeconds: a real server ends the stream too
+                    try:
+                        event = await asyncio.wait_for(anext(stream), remaining)
+                    except (TimeoutError, StopAsyncIteration):
+                        return
+                    if wanted(event):
+                        yield event
+            finally:
+                await cast(Any, stream).aclose()
         finally:
-            await cast(Any, stream).aclose()
-            await bus.unmark(marker)
+            if marker is not None:
+                await bus.unmark(marker)
+
+    def _backlog(
+        self, request: kmock.Request, bus: JournaledBus, since: int
+    ) -> list[dict[str, Any]]:
+        """What a new watch sends first: the journal since a version, else the current state."""
+        if since:
+            if bus.journal.maxlen == len(bus.journal) and since < bus.journal[0][0] - 1:
+                return [{"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                    "reason": "Expired", "message": f"too old resource version: {since}",
+                }}]
+            return [event for rv, event in bus.journal if rv > since]
+        return [
+            {"type": "ADDED", "object": obj.raw}
+            for (resource, _, _), obj in self.objects.items()
+            if resource == request.resource and not obj.deleted
+        ]
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         key = (POD, request.namespace, cast(str, request.name))
@@ -729,17 +724,24 @@ class FakeKubelet:
         self.api_client.close()
 
     def _watch_loop(self, lister: Any, handler: Callable[[str, dict[str, Any]], None]) -> None:
+        version: str | None = None  # resume where the last stream ended: nothing is missed
         while not self._stop.is_set():
             w = watch.Watch()
             self._watches.append(w)
             try:
                 for event in w.stream(
-                    lister, timeout_seconds=30, _request_timeout=(5, 60), deserialize=False
+                    lister, resource_version=version, timeout_seconds=10,
+                    _request_timeout=(5, 30), deserialize=False,
                 ):
+                    if event["type"] == "ERROR":
+                        version = None  # expired: start over from the current state
+                        break
+                    version = event["object"]["metadata"]["resourceVersion"]
                     handler(event["type"], event["object"])
                     if self._stop.is_set():
                         break
             except Exception:  # noqa: BLE001 - the API server is stopping or hiccuped: rewatch
+                version = None  # e.g. 410 Expired: start over from the current state
                 if not self._stop.is_set():
                     log.debug("kubelet watch failed; rewatching", exc_info=True)
                     self._stop.wait(0.2)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes import watch as watch_module
 
 from grid.errors import ConfigError, PlatformUnavailableError, SpawnError
 from grid.health import wait_healthy
@@ -39,12 +40,13 @@ from grid.platforms.kubernetes import (
     pod_name,
 )
 from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
-from tests.e2e.k8s_standin import KubeStandin, Program
+from tests.e2e.k8s_standin import KubeStandin, Program, SelectorError, parse_label_selector
 from tests.helpers import wait_for
 
 AGENT_ID = "conf-agent"
 NAMESPACE = "default"
 MakeK8s = Callable[..., KubernetesPlatform]
+watch: Any = watch_module  # the watch helper is untyped
 MakeSpec = Callable[..., NodeSpec]
 
 
@@ -388,6 +390,66 @@ def test_spawn_is_idempotent_by_node_id(
     assert again.endpoint == first.endpoint
     assert again.meta["uid"] == first.meta["uid"]
     platform.stop(spec.node_id, grace=5)
+
+
+# ---- the stand-in itself --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ("a=1", {"a": "1"}, True),
+        ("a==1,b=2", {"a": "1", "b": "3"}, False),
+        ("a!=1", {}, True),
+        ("a in (1, 2),!c", {"a": "2"}, True),
+        ("a notin (1,2)", {"a": "2"}, False),
+        ("app.kubernetes.io/name", {"app.kubernetes.io/name": "x"}, True),
+        ("", {"anything": "x"}, True),
+    ],
+)
+def test_standin_label_selectors(selector: str, labels: dict[str, str], matches: bool) -> None:
+    assert parse_label_selector(selector)(labels) is matches
+
+
+def test_standin_rejects_bad_selectors_and_labels(
+    kube: client.CoreV1Api, node_ids: list[str]
+) -> None:
+    with pytest.raises(SelectorError):
+        parse_label_selector("a in 1")
+    with pytest.raises(client.ApiException) as err:
+        kube.list_namespaced_pod(NAMESPACE, label_selector="=nope", _preload_content=False)
+    assert err.value.status == 400
+    node_ids.append("standin-invalid")
+    pod: Any = {
+        "metadata": {"name": pod_name("standin-invalid"), "labels": {"team": "a b"}},
+        "spec": {"containers": [{"name": "c", "image": "grid:latest"}]},
+    }
+    with pytest.raises(client.ApiException) as err:
+        kube.create_namespaced_pod(NAMESPACE, pod, _preload_content=False)
+    assert err.value.status == 422
+
+
+def test_standin_watch_filters_and_resumes(
+    make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
+) -> None:
+    platform = make_k8s()
+    seen, other = make_spec(pool="watch-seen"), make_spec(pool="watch-other")
+    version = raw(kube.list_namespaced_pod(NAMESPACE, _preload_content=False))["metadata"][
+        "resourceVersion"
+    ]
+    platform.spawn(seen)
+    platform.spawn(other)
+    # started after both pods were made, from an older version: the journal replays them
+    w = watch.Watch()
+    names = set()
+    for event in w.stream(
+        kube.list_namespaced_pod, NAMESPACE, label_selector=f"{LABEL_POOL}=watch-seen",
+        resource_version=version, timeout_seconds=1, deserialize=False,
+    ):
+        names.add(event["object"]["metadata"]["name"])
+    assert names == {pod_name(seen.node_id)}
+    platform.stop(seen.node_id, grace=5)
+    platform.stop(other.node_id, grace=5)
 
 
 # ---- configuration and errors ----------------------------------------------------------------

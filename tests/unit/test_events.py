@@ -45,7 +45,7 @@ def test_type_is_in_the_catalogue(name: str) -> None:
 
 def test_catalogue_has_no_duplicates() -> None:
     assert len(EVENT_TYPES) == len(set(EVENT_TYPES))
-    assert EVENT_TYPES == tuple(e.value for e in EventType)
+    assert tuple(e.value for e in EventType) == EVENT_TYPES
 
 
 def test_only_heartbeats_are_not_stored() -> None:
@@ -77,7 +77,13 @@ def test_fields_round_trip() -> None:
 
 def test_from_fields_tolerates_missing_fields() -> None:
     ev = Event.from_fields("1-0", {"type": "cluster_healthy"})
-    assert (ev.type, ev.ts, ev.message, ev.agent_id, ev.data) == ("cluster_healthy", 0.0, "", "", {})
+    assert (ev.type, ev.ts, ev.message, ev.agent_id, ev.data) == (
+        "cluster_healthy",
+        0.0,
+        "",
+        "",
+        {},
+    )
 
 
 def test_data_that_json_cannot_encode_is_stringified() -> None:

@@ -73,12 +73,17 @@ def test_keys_never_collide(metric: str) -> None:
     keys: list[str] = []
     for x in ids:
         keys += [
-            naming.agent_key(x), naming.agent_lock_key(x), naming.node_key(x),
-            naming.policy_state_key(x), naming.decisions_key(x),
-            naming.node_metrics_key(x, metric), naming.pool_metrics_key(x, metric),
-            naming.pool_metric_names_key(x), naming.node_samples_key(x),
+            naming.agent_key(x),
+            naming.agent_lock_key(x),
+            naming.node_key(x),
+            naming.policy_state_key(x),
+            naming.decisions_key(x),
+            naming.node_metrics_key(x, metric),
+            naming.pool_metrics_key(x, metric),
+            naming.pool_metric_names_key(x),
+            naming.node_samples_key(x),
             naming.pool_history_key(x, metric),
-        ]  # fmt: skip
+        ]
     keys += [fn() for fn, args, _ in NAMES if not args]
     assert len(keys) == len(set(keys))
 

@@ -21,8 +21,9 @@ from grid.placement import (
 COST = PlacementRules(strategy="cost")
 
 
-def slot(agent_id: str, free: int, cost: float = 0.0, platform: str = "process",
-         **labels: str) -> AgentSlot:  # fmt: skip
+def slot(
+    agent_id: str, free: int, cost: float = 0.0, platform: str = "process", **labels: str
+) -> AgentSlot:
     return AgentSlot(agent_id, free, cost, platform, dict(labels))
 
 
@@ -31,46 +32,122 @@ PLACE_CASES = [
     pytest.param(0, [slot("a", 3)], DEFAULT_RULES, {}, 0, id="nothing-to-place"),
     pytest.param(-2, [slot("a", 3)], DEFAULT_RULES, {}, 0, id="negative-count"),
     pytest.param(3, [], DEFAULT_RULES, {}, 3, id="no-agents-all-short"),
-    pytest.param(4, [slot("a", 10), slot("b", 10)], DEFAULT_RULES, {"a": 2, "b": 2}, 0,
-                 id="spread-even"),  # fmt: skip
-    pytest.param(5, [slot("a", 2), slot("b", 3)], DEFAULT_RULES, {"a": 2, "b": 3}, 0,
-                 id="spread-by-free-capacity"),  # fmt: skip
-    pytest.param(3, [slot("a", 1), slot("b", 6)], DEFAULT_RULES, {"b": 3}, 0,
-                 id="spread-fills-the-emptiest-first"),  # fmt: skip
-    pytest.param(7, [slot("a", 2), slot("b", 3)], DEFAULT_RULES, {"a": 2, "b": 3}, 2,
-                 id="shortfall-never-over-capacity"),  # fmt: skip
-    pytest.param(2, [slot("a", 0), slot("b", -1)], DEFAULT_RULES, {}, 2,
-                 id="full-agents-skipped"),  # fmt: skip
-    pytest.param(4, [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)], COST, {"b": 4}, 0,
-                 id="cost-cheapest-first"),  # fmt: skip
-    pytest.param(6, [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)], COST, {"a": 1, "b": 5}, 0,
-                 id="cost-overflows-to-the-next"),  # fmt: skip
-    pytest.param(12, [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)], COST, {"a": 5, "b": 5}, 2,
-                 id="cost-shortfall"),  # fmt: skip
-    pytest.param(3, [slot("a", 5, zone="x"), slot("b", 5, zone="y")],
-                 PlacementRules(require_labels={"zone": "y"}), {"b": 3}, 0,
-                 id="require-labels"),  # fmt: skip
-    pytest.param(7, [slot("a", 5, zone="x"), slot("b", 5, zone="y")],
-                 PlacementRules(require_labels={"zone": "y"}), {"b": 5}, 2,
-                 id="require-labels-shortfall-not-elsewhere"),  # fmt: skip
-    pytest.param(2, [slot("a", 5), slot("b", 5, zone="y", disk="ssd")],
-                 PlacementRules(require_labels={"zone": "y", "disk": "hdd"}), {}, 2,
-                 id="require-all-labels"),  # fmt: skip
-    pytest.param(3, [slot("a", 9), slot("b", 2, disk="ssd")],
-                 PlacementRules(prefer_labels={"disk": "ssd"}), {"a": 1, "b": 2}, 0,
-                 id="prefer-labels-first-then-others"),  # fmt: skip
-    pytest.param(4, [slot("a", 5, platform="process"), slot("d", 5, platform="docker")],
-                 PlacementRules(platforms=["docker"]), {"d": 4}, 0,
-                 id="allowed-platforms"),  # fmt: skip
-    pytest.param(6, [slot("a", 5, platform="process"), slot("d", 5, platform="docker")],
-                 PlacementRules(platforms=["docker"]), {"d": 5}, 1,
-                 id="allowed-platforms-shortfall"),  # fmt: skip
-    pytest.param(3, [slot("a", 9, platform="process"), slot("k", 2, platform="kubernetes")],
-                 PlacementRules(prefer_platforms=["kubernetes"]), {"a": 1, "k": 2}, 0,
-                 id="prefer-platforms"),  # fmt: skip
-    pytest.param(3, [slot("a", 5, cost=1.0), slot("b", 5, cost=3.0, zone="y")],
-                 PlacementRules(strategy="cost", prefer_labels={"zone": "y"}), {"b": 3}, 0,
-                 id="preference-beats-cost"),  # fmt: skip
+    pytest.param(
+        4, [slot("a", 10), slot("b", 10)], DEFAULT_RULES, {"a": 2, "b": 2}, 0, id="spread-even"
+    ),
+    pytest.param(
+        5,
+        [slot("a", 2), slot("b", 3)],
+        DEFAULT_RULES,
+        {"a": 2, "b": 3},
+        0,
+        id="spread-by-free-capacity",
+    ),
+    pytest.param(
+        3,
+        [slot("a", 1), slot("b", 6)],
+        DEFAULT_RULES,
+        {"b": 3},
+        0,
+        id="spread-fills-the-emptiest-first",
+    ),
+    pytest.param(
+        7,
+        [slot("a", 2), slot("b", 3)],
+        DEFAULT_RULES,
+        {"a": 2, "b": 3},
+        2,
+        id="shortfall-never-over-capacity",
+    ),
+    pytest.param(2, [slot("a", 0), slot("b", -1)], DEFAULT_RULES, {}, 2, id="full-agents-skipped"),
+    pytest.param(
+        4,
+        [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)],
+        COST,
+        {"b": 4},
+        0,
+        id="cost-cheapest-first",
+    ),
+    pytest.param(
+        6,
+        [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)],
+        COST,
+        {"a": 1, "b": 5},
+        0,
+        id="cost-overflows-to-the-next",
+    ),
+    pytest.param(
+        12,
+        [slot("a", 5, cost=2.0), slot("b", 5, cost=1.0)],
+        COST,
+        {"a": 5, "b": 5},
+        2,
+        id="cost-shortfall",
+    ),
+    pytest.param(
+        3,
+        [slot("a", 5, zone="x"), slot("b", 5, zone="y")],
+        PlacementRules(require_labels={"zone": "y"}),
+        {"b": 3},
+        0,
+        id="require-labels",
+    ),
+    pytest.param(
+        7,
+        [slot("a", 5, zone="x"), slot("b", 5, zone="y")],
+        PlacementRules(require_labels={"zone": "y"}),
+        {"b": 5},
+        2,
+        id="require-labels-shortfall-not-elsewhere",
+    ),
+    pytest.param(
+        2,
+        [slot("a", 5), slot("b", 5, zone="y", disk="ssd")],
+        PlacementRules(require_labels={"zone": "y", "disk": "hdd"}),
+        {},
+        2,
+        id="require-all-labels",
+    ),
+    pytest.param(
+        3,
+        [slot("a", 9), slot("b", 2, disk="ssd")],
+        PlacementRules(prefer_labels={"disk": "ssd"}),
+        {"a": 1, "b": 2},
+        0,
+        id="prefer-labels-first-then-others",
+    ),
+    pytest.param(
+        4,
+        [slot("a", 5, platform="process"), slot("d", 5, platform="docker")],
+        PlacementRules(platforms=["docker"]),
+        {"d": 4},
+        0,
+        id="allowed-platforms",
+    ),
+    pytest.param(
+        6,
+        [slot("a", 5, platform="process"), slot("d", 5, platform="docker")],
+        PlacementRules(platforms=["docker"]),
+        {"d": 5},
+        1,
+        id="allowed-platforms-shortfall",
+    ),
+    pytest.param(
+        3,
+        [slot("a", 9, platform="process"), slot("k", 2, platform="kubernetes")],
+        PlacementRules(prefer_platforms=["kubernetes"]),
+        {"a": 1, "k": 2},
+        0,
+        id="prefer-platforms",
+    ),
+    pytest.param(
+        3,
+        [slot("a", 5, cost=1.0), slot("b", 5, cost=3.0, zone="y")],
+        PlacementRules(strategy="cost", prefer_labels={"zone": "y"}),
+        {"b": 3},
+        0,
+        id="preference-beats-cost",
+    ),
 ]
 
 
@@ -139,11 +216,16 @@ VICTIM_CASES = [
     pytest.param(9, NODES, DEFAULT_RULES, ["n5", "n4", "n3", "n2", "n1"], id="all-when-asked-more"),
     pytest.param(3, NODES, COST, ["n4", "n2", "n5"], id="most-expensive-first-then-newest"),
     pytest.param(5, NODES, COST, ["n4", "n2", "n5", "n3", "n1"], id="cost-full-order"),
-    pytest.param(1, [*NODES, NodeSlot("n0", "gone", 1.0)], COST, ["n0"],
-                 id="cost-unknown-agent-first"),  # fmt: skip
-    pytest.param(2, [NodeSlot("b", "cheap", 5.0), NodeSlot("a", "cheap", 5.0),
-                     NodeSlot("c", "cheap", 1.0)], DEFAULT_RULES, ["a", "b"],
-                 id="same-age-by-id"),  # fmt: skip
+    pytest.param(
+        1, [*NODES, NodeSlot("n0", "gone", 1.0)], COST, ["n0"], id="cost-unknown-agent-first"
+    ),
+    pytest.param(
+        2,
+        [NodeSlot("b", "cheap", 5.0), NodeSlot("a", "cheap", 5.0), NodeSlot("c", "cheap", 1.0)],
+        DEFAULT_RULES,
+        ["a", "b"],
+        id="same-age-by-id",
+    ),
 ]
 
 

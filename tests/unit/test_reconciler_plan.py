@@ -14,20 +14,45 @@ from grid.state import AgentRecord, NodeRecord
 NOW = 10_000.0
 
 
-def agent(agent_id: str, max_nodes: int = 10, status: str = "online", draining: bool = False,
-          cost: float = 0.0, **labels: str) -> AgentRecord:  # fmt: skip
-    return AgentRecord(agent_id, max_nodes=max_nodes, status=status, draining=draining,
-                       cost=cost, labels=dict(labels))  # fmt: skip
+def agent(
+    agent_id: str,
+    max_nodes: int = 10,
+    status: str = "online",
+    draining: bool = False,
+    cost: float = 0.0,
+    **labels: str,
+) -> AgentRecord:
+    return AgentRecord(
+        agent_id,
+        max_nodes=max_nodes,
+        status=status,
+        draining=draining,
+        cost=cost,
+        labels=dict(labels),
+    )
 
 
-def node(node_id: str, agent_id: str, status: str = "running", pool: str = "default",
-         created_at: float = NOW - 10, started_at: float = 0.0) -> NodeRecord:  # fmt: skip
-    return NodeRecord(node_id, pool=pool, agent_id=agent_id, status=status,
-                      created_at=created_at, started_at=started_at)  # fmt: skip
+def node(
+    node_id: str,
+    agent_id: str,
+    status: str = "running",
+    pool: str = "default",
+    created_at: float = NOW - 10,
+    started_at: float = 0.0,
+) -> NodeRecord:
+    return NodeRecord(
+        node_id,
+        pool=pool,
+        agent_id=agent_id,
+        status=status,
+        created_at=created_at,
+        started_at=started_at,
+    )
 
 
-def run(desired: dict[str, int], nodes: list[NodeRecord], agents: list[AgentRecord],
-        **kwargs: Any) -> Plan:  # fmt: skip
+def run(
+    desired: dict[str, int], nodes: list[NodeRecord], agents: list[AgentRecord], **kwargs: Any
+) -> Plan:
     kwargs.setdefault("now", NOW)
     return plan(desired, nodes, agents, **kwargs)
 
@@ -45,32 +70,87 @@ def stopped(result: Plan, pool: str = "default") -> list[str]:
 SCALE_CASES = [
     # (desired, nodes, agents, expected spawns per agent, expected stops, shortfall)
     pytest.param(0, [], [agent("a")], {}, [], 0, id="empty-stays-empty"),
-    pytest.param(5, [], [agent("a", 2), agent("b", 3)], {"a": 2, "b": 3}, [], 0,
-                 id="up-from-zero-spread"),  # fmt: skip
-    pytest.param(7, [], [agent("a", 2), agent("b", 3)], {"a": 2, "b": 3}, [], 2,
-                 id="up-past-capacity-shortfall"),  # fmt: skip
-    pytest.param(3, [node("n1", "a")], [agent("a", 3), agent("b", 3)], {"a": 1, "b": 1}, [], 0,
-                 id="up-counts-occupied-slots"),  # fmt: skip
-    pytest.param(2, [node("n1", "a", created_at=1), node("n2", "b", created_at=2),
-                     node("n3", "a", created_at=3)], [agent("a"), agent("b")], {}, ["n3"], 0,
-                 id="down-newest-first"),  # fmt: skip
-    pytest.param(0, [node("n1", "a"), node("n2", "b", status="pending"),
-                     node("n3", "a", status="starting"), node("n4", "b", status="restarting")],
-                 [agent("a"), agent("b")], {}, ["n1", "n2", "n3", "n4"], 0,
-                 id="down-to-zero-stops-every-active-state"),  # fmt: skip
-    pytest.param(2, [node("n1", "a"), node("n2", "a", status="stopping")],
-                 [agent("a", 2)], {}, [], 1,
-                 id="stopping-node-holds-its-slot-but-not-the-pool"),  # fmt: skip
-    pytest.param(2, [node("n1", "a"), node("n2", "b")], [agent("a"), agent("b")], {}, [], 0,
-                 id="at-size-nothing"),  # fmt: skip
-    pytest.param(3, [], [agent("a", status="degraded"), agent("b", status="offline"),
-                         agent("c", draining=True)], {}, [], 3,
-                 id="only-online-undrained-agents-take-nodes"),  # fmt: skip
+    pytest.param(
+        5, [], [agent("a", 2), agent("b", 3)], {"a": 2, "b": 3}, [], 0, id="up-from-zero-spread"
+    ),
+    pytest.param(
+        7,
+        [],
+        [agent("a", 2), agent("b", 3)],
+        {"a": 2, "b": 3},
+        [],
+        2,
+        id="up-past-capacity-shortfall",
+    ),
+    pytest.param(
+        3,
+        [node("n1", "a")],
+        [agent("a", 3), agent("b", 3)],
+        {"a": 1, "b": 1},
+        [],
+        0,
+        id="up-counts-occupied-slots",
+    ),
+    pytest.param(
+        2,
+        [
+            node("n1", "a", created_at=1),
+            node("n2", "b", created_at=2),
+            node("n3", "a", created_at=3),
+        ],
+        [agent("a"), agent("b")],
+        {},
+        ["n3"],
+        0,
+        id="down-newest-first",
+    ),
+    pytest.param(
+        0,
+        [
+            node("n1", "a"),
+            node("n2", "b", status="pending"),
+            node("n3", "a", status="starting"),
+            node("n4", "b", status="restarting"),
+        ],
+        [agent("a"), agent("b")],
+        {},
+        ["n1", "n2", "n3", "n4"],
+        0,
+        id="down-to-zero-stops-every-active-state",
+    ),
+    pytest.param(
+        2,
+        [node("n1", "a"), node("n2", "a", status="stopping")],
+        [agent("a", 2)],
+        {},
+        [],
+        1,
+        id="stopping-node-holds-its-slot-but-not-the-pool",
+    ),
+    pytest.param(
+        2,
+        [node("n1", "a"), node("n2", "b")],
+        [agent("a"), agent("b")],
+        {},
+        [],
+        0,
+        id="at-size-nothing",
+    ),
+    pytest.param(
+        3,
+        [],
+        [agent("a", status="degraded"), agent("b", status="offline"), agent("c", draining=True)],
+        {},
+        [],
+        3,
+        id="only-online-undrained-agents-take-nodes",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("desired", "nodes", "agents", "spawns", "stops", "shortfall"),
-                         SCALE_CASES)  # fmt: skip
+@pytest.mark.parametrize(
+    ("desired", "nodes", "agents", "spawns", "stops", "shortfall"), SCALE_CASES
+)
 def test_scale(
     desired: int,
     nodes: list[NodeRecord],
@@ -189,8 +269,14 @@ def test_backoff_grows_with_repeated_failures_and_blocks_placement() -> None:
     now = NOW
     delays = []
     for _ in range(5):
-        result = run({"default": 1}, [node("x", "a", status="failed")], agents,
-                     now=now, pool_state=state, max_backoff=4.0)  # fmt: skip
+        result = run(
+            {"default": 1},
+            [node("x", "a", status="failed")],
+            agents,
+            now=now,
+            pool_state=state,
+            max_backoff=4.0,
+        )
         pp = result.pools["default"]
         delays.append(round(pp.retry_at - now, 3) if pp.retry_at > now else 0.0)
         state = {"default": {"fail_streak": pp.fail_streak, "retry_at": pp.retry_at}}
@@ -269,6 +355,7 @@ def test_a_cleared_shortfall_is_recorded_then_the_plan_is_empty() -> None:
 
 def test_an_unchanged_shortfall_is_still_reported_each_pass() -> None:
     stored = {"default": {"shortfall": 1, "fail_streak": 0, "retry_at": 0.0}}
-    result = run({"default": 3}, [node("n1", "a"), node("n2", "a")], [agent("a", 2)],
-                 pool_state=stored)  # fmt: skip
+    result = run(
+        {"default": 3}, [node("n1", "a"), node("n2", "a")], [agent("a", 2)], pool_state=stored
+    )
     assert result.pools["default"].shortfall == 1 and not result.empty

@@ -118,7 +118,9 @@ def test_every_bad_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "GRID_CRASH_LIMIT" in str(info.value)
 
 
-def test_bad_value_in_the_file_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_bad_value_in_the_file_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     path = tmp_path / "g.toml"
     path.write_text('lease_ttl = "soon"\n')
     monkeypatch.setenv("GRID_CONFIG", str(path))
