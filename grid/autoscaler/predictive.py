@@ -59,9 +59,18 @@ def forecast(
     grid = (regular.index.to_numpy(dtype="float64") + 0.5) - t0 / resolution
     steps = max(1, math.ceil(horizon / resolution))
     future = (now - t0) / resolution + np.arange(1, steps + 1) * (horizon / resolution / steps)
+    import os
     features, actual = _features(grid, season, resolution), regular.to_numpy()
-    model = LinearRegression().fit(features, actual)
-    spread = float(np.std(actual - model.predict(features)))
+    hl = float(os.environ.get("HL", "0"))
+    weights = None
+    if hl:
+        weights = 0.5 ** ((grid[-1] - grid) / (hl * len(grid)))
+    model = LinearRegression().fit(features, actual, sample_weight=weights)
+    if os.environ.get("SPREAD") == "mad":
+        diffs = np.diff(actual)
+        spread = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)) if len(diffs) else 0.0
+    else:
+        spread = float(np.std(actual - model.predict(features)))
     predicted = np.maximum(model.predict(_features(future, season, resolution)), 0.0)
     peak = float(predicted.max()) + margin * spread
     return Forecast(float(predicted[-1]), peak, len(regular), spread)

@@ -351,7 +351,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
             "platform": "linux/amd64",
         }
 
-    def _live(self, key: tuple[Any, str | None, str]) -> Any:
+    def _stored(self, key: tuple[Any, str | None, str]) -> Any:
         if key in self.objects and not self.objects[key].deleted:
             return self.objects[key]
         return None
@@ -440,7 +440,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
         meta_patch = dict(patch.get("metadata") or {})
         key = (request.resource, request.namespace, cast(str, request.name))
         async with self._lock:
-            obj = self._live(key)
+            obj = self._stored(key)
             if obj is None:
                 raise kmock.KubernetesObjectNotFoundError()
             current = obj.raw["metadata"]["resourceVersion"]
@@ -475,7 +475,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
         grace_text = request.params.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         key = (request.resource, request.namespace, cast(str, request.name))
         async with self._lock:
-            obj = self._live(key)
+            obj = self._stored(key)
             if obj is None:
                 return None  # kmock answers 404
             raw = obj.raw
@@ -583,7 +583,7 @@ class StandinApiServer(kmock.KubernetesEmulator):
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         key = (POD, request.namespace, cast(str, request.name))
-        pod = self._live(key)
+        pod = self._stored(key)
         if pod is None:
             raise kmock.KubernetesObjectNotFoundError()
         tail = request.params.get("tailLines")
