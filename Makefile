@@ -44,8 +44,13 @@ lint: install
 	$(VENV)/bin/ruff check grid tests bench
 	$(VENV)/bin/mypy grid
 
-bench: install
-	$(PY) bench/run_all.py
+# Every bench/ script with --json (bench/run_all.py); the services let platforms.py cover
+# docker and systemd. Results go to docs/BENCHMARKS.md by hand, with machine and date.
+bench: install services
+	@set -o pipefail; rc=0; \
+	$(PY) bench/run_all.py || rc=$$?; \
+	bash scripts/services-down.sh; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) .grid build *.egg-info

@@ -89,6 +89,11 @@ def leader_key() -> str:
     return f"{PREFIX}:leader"
 
 
+def leader_info_key() -> str:
+    """Hash describing the current leader (master id, since, pages URL)."""
+    return f"{PREFIX}:leader-info"
+
+
 def cluster_state_key() -> str:
     return f"{PREFIX}:cluster-state"
 
@@ -136,8 +141,13 @@ def node_samples_key(node_id: str) -> str:
 
 
 def pool_history_key(pool: str, metric: str) -> str:
-    """Hash of per-minute pool totals of one metric (long retention, for forecasts)."""
+    """Sorted set of sealed per-minute pool totals of one metric (score = minute start)."""
     return f"{PREFIX}:m:hist:{pool}:{metric}"
+
+
+def pool_minute_key(pool: str, metric: str, minute: int) -> str:
+    """Hash of one minute's per-source running totals of one pool metric, until sealed."""
+    return f"{PREFIX}:m:hist:{pool}:{metric}:{minute}"
 
 
 def metric_pools_key() -> str:

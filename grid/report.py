@@ -20,7 +20,7 @@ def status_report(state: GridState) -> dict[str, Any]:
     for n in node_records:
         node_counts[n.status] = node_counts.get(n.status, 0) + 1
     cluster, why = cluster_state(agent_records, desired, node_records)
-    info = state.r.hgetall(naming.leader_key() + ":info")
+    info = state.r.hgetall(naming.leader_info_key())
     holder = state.lease_holder(naming.leader_key())
     return {
         "cluster": cluster,

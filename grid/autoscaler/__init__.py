@@ -1,0 +1,48 @@
+"""The autoscaler: policy schema, metrics store, strategies, decision engine, backtests.
+
+Modules: ``policy`` (YAML schema and validation), ``metrics`` (Redis metrics store),
+``strategies`` and ``predictive`` (pure votes), ``engine`` (merge, bounds, step limits,
+cooldowns -> Decision), ``service`` (applied policies, evaluation when due, decision log),
+``backtest`` and ``hpa`` (simulated replays against the Kubernetes HPA baseline).
+
+Importing this package is cheap: pandas, scikit-learn and matplotlib load only when a
+forecast or a plot needs them. docs/AUTOSCALING.md is the user guide.
+"""
+
+from __future__ import annotations
+
+from grid.autoscaler.engine import Decision, PoolState, format_decision
+from grid.autoscaler.metrics import MetricsStore
+from grid.autoscaler.policy import (
+    PoolPolicy,
+    format_duration,
+    load_policy_file,
+    parse_duration,
+    validate_policy_text,
+)
+from grid.autoscaler.service import (
+    apply_policy,
+    evaluate_due_pools,
+    get_policy,
+    last_decisions,
+    list_policies,
+    remove_policy,
+)
+
+__all__ = [
+    "Decision",
+    "MetricsStore",
+    "PoolPolicy",
+    "PoolState",
+    "apply_policy",
+    "evaluate_due_pools",
+    "format_decision",
+    "format_duration",
+    "get_policy",
+    "last_decisions",
+    "list_policies",
+    "load_policy_file",
+    "parse_duration",
+    "remove_policy",
+    "validate_policy_text",
+]

@@ -41,6 +41,7 @@ from grid.autoscaler.policy import (
     load_policy_file,
     parse_duration,
 )
+from grid.autoscaler.strategies import ceil_safe
 from grid.errors import ConfigError
 
 ALL_METRICS = ""  # the metric of a trace row with none: every metric the policy reads
@@ -59,7 +60,9 @@ class Trace:
 
     @property
     def end(self) -> float:
-        return max(p[-1][0] for p in self.points.values())
+        """When the trace stops: its last point plus the spacing before it (that point's span)."""
+        return max(p[-1][0] + (p[-1][0] - p[-2][0] if len(p) > 1 else 60.0)
+                   for p in self.points.values())  # fmt: skip
 
 
 def load_trace(path: str | Path, name: str | None = None) -> Trace:
@@ -212,7 +215,7 @@ def simulate(
     last_direction = 0
     next_eval = start
     now = start
-    while now <= end:
+    while now < end:
         ready = sum(1 for t in ready_at if t <= now)
         for metric in metrics:
             load = load_at(metric, now)
@@ -259,6 +262,36 @@ def run_hpa(
     config = config or default_sim_config(policy)
     hpa = HPA(config.target, policy.min, policy.max)
     return simulate(trace, HPAController(hpa, policy.pool, config.metric, window), policy, config)
+
+
+def run_oracle(
+    policy: PoolPolicy, trace: Trace, config: SimConfig | None = None
+) -> BacktestReport:
+    """Perfect foresight, for reference: ceil(load / target) nodes, ready the moment needed.
+
+    It is never under target and shows the least node-minutes that achieves that.
+    """
+    config = config or default_sim_config(policy)
+    report = BacktestReport("oracle", trace.name, 0.0, 0.0, 0.0, 0, 0, 0)
+    points = trace.points.get(config.metric) or trace.points.get(ALL_METRICS) or []
+    index, last, now = 0, 0, trace.start
+    while now < trace.end:
+        while index + 1 < len(points) and points[index + 1][0] <= now:
+            index += 1
+        load = points[index][1]
+        size = max(policy.min, min(policy.max, ceil_safe(load / config.target)))
+        if last and size != last:
+            report.scale_actions += 1
+        last = size
+        report.minutes += config.step / 60
+        report.node_minutes += size * config.step / 60
+        if load > size * config.target * (1 + 1e-9):
+            report.minutes_under_target += config.step / 60  # only when max caps it
+        report.max_nodes = max(report.max_nodes, size)
+        now += config.step
+    report.node_minutes = round(report.node_minutes, 2)
+    report.minutes_under_target = round(report.minutes_under_target, 2)
+    return report
 
 
 # ---- output ------------------------------------------------------------------------------
@@ -312,6 +345,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("traces", nargs="+", help="trace CSV files")
     parser.add_argument("--pool", help="pool in the policy file (default: every pool)")
     parser.add_argument("--hpa", action="store_true", help="also run the Kubernetes HPA baseline")
+    parser.add_argument("--oracle", action="store_true", help="also show perfect foresight")
     parser.add_argument("--step", default="15s", help="simulated tick (default 15s)")
     parser.add_argument("--spin-up", default="60s", help="node start-up delay (default 60s)")
     parser.add_argument("--plot", help="PNG file (one per trace: NAME-TRACE.png)")
@@ -327,9 +361,12 @@ def main(argv: Iterable[str] | None = None) -> int:
             pair = [run_policy(policy, trace, config)]
             if args.hpa:
                 pair.append(run_hpa(policy, trace, config))
+            if args.oracle:
+                pair.append(run_oracle(policy, trace, config))
             if args.plot:
                 out = Path(args.plot)
-                plot(pair, out.with_name(f"{out.stem}-{trace.name}{out.suffix}"), config.target)
+                shown = [r for r in pair if r.timeline]
+                plot(shown, out.with_name(f"{out.stem}-{trace.name}{out.suffix}"), config.target)
             reports += pair
     print(format_table(reports))
     return 0

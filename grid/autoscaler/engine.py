@@ -11,8 +11,11 @@
    size) per evaluation. They apply to bound corrections too, so a raised min ramps.
 5. Cooldown, per direction: no scale-up sooner than `cooldown.scale_up` after the last
    scale-up; no scale-down sooner than `cooldown.scale_down` after the last scaling of either
-   direction (a pool that just grew is not shrunk straight away). A move that brings a pool
-   back inside its bounds ignores the cooldown.
+   direction (a pool that just grew is not shrunk straight away), and a scale-down goes no
+   lower than the largest merged vote of the last `cooldown.scale_down` (the Kubernetes HPA's
+   stabilisation window: capacity is released only once no check has wanted it for that
+   long, which is what stops flapping on noisy load). A move that brings a pool back inside
+   its bounds ignores the cooldown.
 
 The engine is pure: the caller passes the inputs and the pool's state and gets a Decision
 (JSON-serialisable, it carries every step) and, via :func:`next_state`, the new state.
@@ -25,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from grid.autoscaler.metrics import WindowStats
+from grid.autoscaler.metrics import HISTORY_STEP, WindowStats
 from grid.autoscaler.policy import (
     PoolPolicy,
     PredictiveCheck,
@@ -56,6 +59,7 @@ class PoolState:
     last_up: float | None = None
     last_down: float | None = None
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # per predictive check
+    recent: list[tuple[float, int]] = field(default_factory=list)  # (time, merged vote)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +71,7 @@ class PoolState:
             last_up=data.get("last_up"),
             last_down=data.get("last_down"),
             memory=dict(data.get("memory") or {}),
+            recent=[(float(t), int(n)) for t, n in data.get("recent") or []],
         )
 
 
@@ -90,6 +95,7 @@ class Decision:
     applied: bool = False
     error: str | None = None
     memory: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    recent: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -97,13 +103,15 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the predictive memory stays in the pool state, not in the record)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("votes", "memory")}
+        hidden = ("votes", "memory", "recent")
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in hidden}
         data["votes"] = [v.to_dict() for v in self.votes]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "votes"}
+        fields["recent"] = [tuple(r) for r in fields.get("recent", [])]
         fields["votes"] = [Vote.from_dict(v) for v in data.get("votes", [])]
         return cls(**fields)
 
@@ -111,13 +119,22 @@ class Decision:
 def collect_inputs(source: MetricsSource, policy: PoolPolicy, now: float) -> dict[str, CheckInput]:
     """Read what each check needs; a failed read becomes that check's error, not an exception."""
     inputs: dict[str, CheckInput] = {}
+    histories: dict[str, list[tuple[float, float]]] = {}  # one read per metric
+    longest: dict[str, float] = {}
+    for check in policy.checks:
+        if isinstance(check, PredictiveCheck):
+            longest[check.metric] = max(longest.get(check.metric, 0.0), check.history)
     for check in policy.checks:
         if isinstance(check, ScheduleCheck):
             inputs[check.name] = CheckInput()
             continue
         try:
             if isinstance(check, PredictiveCheck):
-                series = source.series(policy.pool, check.metric, now - check.history, now)
+                if check.metric not in histories:
+                    start = now - longest[check.metric]
+                    histories[check.metric] = source.series(policy.pool, check.metric, start, now)
+                cut = now - check.history
+                series = [p for p in histories[check.metric] if p[0] > cut - HISTORY_STEP]
                 inputs[check.name] = CheckInput(series=series)
                 continue
             stats = source.window(
@@ -177,6 +194,8 @@ def evaluate(
         merge = f"no check voted: hold at {current}"
         why = "no check voted"
 
+    window = policy.cooldown.scale_down
+    recent = [(t, n) for t, n in state.recent if t > now - window]
     clamps: list[dict[str, Any]] = []
     target = merged
     if target < lo or target > hi:
@@ -184,6 +203,13 @@ def evaluate(
         rule = "min" if target < lo else "max"
         clamps.append({"rule": rule, "from": target, "to": bounded, "why": f"{rule} {bounded}"})
         target = bounded
+    if target < current and recent:
+        floor = min(current, max(lo, min(hi, max(n for _, n in recent))))
+        if target < floor:
+            why_floor = f"largest vote of the last {format_duration(window)}"
+            clamps.append({"rule": "stabilization", "from": target, "to": floor, "why": why_floor})
+            target = floor
+    recent.append((now, merged))
     target = _step_limit(policy, current, target, clamps)
 
     direction = "up" if target > current else "down" if target < current else None
@@ -197,7 +223,7 @@ def evaluate(
                 f"hold at {current}: would scale {direction} to {target} ({why}), but "
                 f"scale-{direction} cooldown has {format_duration(remaining)} left"
             )
-            return decision(current, reason, merged, merge, clamps=clamps)
+            return decision(current, reason, merged, merge, clamps=clamps, recent=recent)
     notes = "".join(f"; {c['why']}" for c in clamps)
     if direction is None:
         reason = f"hold at {current}: {why}{notes}"
@@ -205,7 +231,7 @@ def evaluate(
         same_way = (merged - current) * (target - current) > 0
         cause = why if same_way else f"outside bounds [{lo}, {hi}]"
         reason = f"scale {direction} {current} -> {target}: {cause}{notes}"
-    return decision(target, reason, merged, merge, clamps=clamps)
+    return decision(target, reason, merged, merge, clamps=clamps, recent=recent)
 
 
 def _vote(
@@ -270,7 +296,8 @@ def _cooldown_info(policy: PoolPolicy, state: PoolState, now: float) -> dict[str
 def next_state(state: PoolState, decision: Decision, applied: bool) -> PoolState:
     """The pool state after `decision`; scale times move only when the change was applied."""
     memory = {**state.memory, **decision.memory}
-    new = PoolState(state.last_eval, state.last_up, state.last_down, memory)
+    recent = decision.recent if decision.recent else state.recent
+    new = PoolState(state.last_eval, state.last_up, state.last_down, memory, recent)
     new.last_eval = decision.ts
     if applied and decision.action == "up":
         new.last_up = decision.ts
@@ -284,8 +311,11 @@ def format_decision(d: Decision | Mapping[str, Any]) -> str:
     dec = d if isinstance(d, Decision) else Decision.from_dict(d)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(dec.ts))
     state = "dry run" if dec.dry_run else "applied" if dec.applied else "not applied"
-    head = f"{stamp}Z {dec.pool}: {dec.action} {dec.current} -> {dec.desired}"
-    lines = [head + (f" ({state})" if dec.changed else "")]
+    if dec.changed:
+        head = f"{stamp}Z {dec.pool}: {dec.action} {dec.current} -> {dec.desired} ({state})"
+    else:
+        head = f"{stamp}Z {dec.pool}: hold at {dec.current}"
+    lines = [head]
     width = max((len(v.check) for v in dec.votes), default=5)
     for v in dec.votes:
         shown = "-" if v.desired is None else str(v.desired)

@@ -8,9 +8,13 @@ Layout (keys from grid.naming), chosen so an evaluation reads O(window), not O(n
   agent) adds one member per pool and metric summarising its nodes at that tick (count, sum,
   min, max and a mergeable log-bucket sketch for percentiles). Several agents serve a pool, so
   the pool's window aggregate merges the partials of every source.
-* ``pool_history_key(pool, metric)`` - hash of per-minute pool totals for forecasts (longer
-  retention, default 1 day): fields ``<minute>|<source>|s`` and ``|n`` are incremented by each
-  write, so a minute's total is the sum over sources of their mean total.
+* ``pool_minute_key(pool, metric, minute)`` - per-minute history for forecasts (default
+  retention 1 day): each write increments ``<source>|s`` (its total) and ``<source>|n`` (its
+  ticks), so the minute's pool total is the sum over sources of their mean total. Readers
+  *seal* complete minutes into the sorted set ``pool_history_key(pool, metric)`` (member
+  ``<minute>:<total>``, plus a ``sealed`` member scored with the last sealed minute), so a
+  forecast reads one range plus the last minute or two: O(history) once, then O(1) hashes
+  per evaluation, and never O(nodes).
 * ``pool_metric_names_key(pool)`` and ``metric_pools_key()`` - what exists, for `grid metrics`.
 
 Window aggregates over (now - window, now]: ``avg``/``min``/``max``/``p95`` over every node
@@ -27,9 +31,9 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import redis
+import redis.client
 
 from grid.naming import (
     metric_pools_key,
@@ -37,11 +41,14 @@ from grid.naming import (
     pool_history_key,
     pool_metric_names_key,
     pool_metrics_key,
+    pool_minute_key,
 )
+from grid.rtypes import Redis
 
 DEFAULT_RETENTION = 3600.0
 DEFAULT_HISTORY_RETENTION = 86400.0
 HISTORY_STEP = 60.0
+_WATERMARK = "sealed"  # member of the sealed history whose score is the last sealed minute
 QUANTILE = 0.95
 
 # ---- a mergeable quantile sketch (DDSketch-like, 1 % relative accuracy) -----------------------
@@ -117,6 +124,24 @@ class Sketch:
             return out
 
         return cls(side(pos), side(neg), int(zero))
+
+
+def merge_encoded(texts: Iterable[str]) -> Sketch:
+    """Merge encoded sketches in one pass (string keys until the end: the hot path of p95)."""
+    pos: dict[str, int] = defaultdict(int)
+    neg: dict[str, int] = defaultdict(int)
+    zero = 0
+    for text in texts:
+        pos_text, neg_text, zero_text = text.split(";")
+        for side, part in ((pos, pos_text), (neg, neg_text)):
+            if part:
+                for item in part.split(","):
+                    key, _, count = item.partition(":")
+                    side[key] += int(count)
+        zero += int(zero_text)
+    return Sketch(
+        {int(k): c for k, c in pos.items()}, {int(k): c for k, c in neg.items()}, zero
+    )
 
 
 def _bucket_value(key: int) -> float:
@@ -209,7 +234,7 @@ def combine(partials: Iterable[Partial], with_p95: bool = False) -> WindowStats 
     grand_total = 0.0
     low, high = math.inf, -math.inf
     per_source: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    sketch = Sketch() if with_p95 else None
+    sketches: list[str] = []
     for part in partials:
         if part.count <= 0:
             continue
@@ -220,44 +245,32 @@ def combine(partials: Iterable[Partial], with_p95: bool = False) -> WindowStats 
         acc[0] += part.total
         acc[1] += part.count
         acc[2] += 1
-        if sketch is not None:
-            sketch.merge(Sketch.decode(part.sketch))
+        if with_p95:
+            sketches.append(part.sketch)
     if not samples:
         return None
     pool_sum = sum(total / ticks for total, _, ticks in per_source.values())
     nodes = sum(count / ticks for _, count, ticks in per_source.values())
-    p95 = sketch.quantile(QUANTILE) if sketch is not None else None
+    p95 = merge_encoded(sketches).quantile(QUANTILE) if with_p95 else None
     return WindowStats(grand_total / samples, high, low, pool_sum, nodes, samples, p95)
 
 
-def history_fields(part: Partial, step: float = HISTORY_STEP) -> tuple[str, str]:
-    """The history hash fields (total, ticks) a partial adds to."""
-    bucket = int(part.ts // step * step)
-    return f"{bucket}|{part.source}|s", f"{bucket}|{part.source}|n"
+def history_bucket(ts: float, step: float = HISTORY_STEP) -> int:
+    return int(ts // step * step)
 
 
-Buckets = dict[int, dict[str, list[float]]]  # bucket start -> source -> [total, ticks]
+def history_fields(source: str) -> tuple[str, str]:
+    """The fields (total, ticks) a source increments in a minute's history hash."""
+    return f"{source}|s", f"{source}|n"
 
 
-def parse_history(fields: Mapping[str, float]) -> Buckets:
-    buckets: Buckets = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+def minute_total(fields: Mapping[str, float]) -> float:
+    """A minute's pool total from its hash: the sum over sources of their mean total."""
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for name, value in fields.items():
-        bucket, source, kind = name.rsplit("|", 2)
-        buckets[int(bucket)][source][0 if kind == "s" else 1] += value
-    return buckets
-
-
-def bucket_totals(buckets: Buckets, keys: Iterable[int]) -> list[tuple[float, float]]:
-    """Pool total per bucket: the sum over sources of each source's mean total."""
-    out = []
-    for key in keys:
-        sources = buckets[key].values()
-        out.append((float(key), sum(s / n for s, n in sources if n > 0)))
-    return out
-
-
-def _in_range(bucket: int, start: float, end: float) -> bool:
-    return start - HISTORY_STEP < bucket <= end
+        source, kind = name.rsplit("|", 1)
+        acc[source][0 if kind == "s" else 1] += float(value)
+    return sum(total / ticks for total, ticks in acc.values() if ticks > 0)
 
 
 # ---- the Redis store ---------------------------------------------------------------------
@@ -290,7 +303,7 @@ class MetricsStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Redis,
         retention: float = DEFAULT_RETENTION,
         history_retention: float = DEFAULT_HISTORY_RETENTION,
     ) -> None:
@@ -326,26 +339,26 @@ class MetricsStore:
         return len(batch)
 
     def _write_pool(
-        self, pipe: redis.client.Pipeline, pool: str, group: list[Sample], source: str
+        self, pipe: redis.client.Pipeline[str], pool: str, group: list[Sample], source: str
     ) -> None:
         ts = max(s.ts for s in group)
         values: dict[str, list[float]] = defaultdict(list)
         for sample in group:
             for name, value in sample.metrics.items():
                 values[name].append(value)
-        expired = ts - self.history_retention
+        minute = history_bucket(ts)
+        keep_history = int(self.history_retention * 1000)
+        total_field, ticks_field = history_fields(_clean(source))
         for name, vals in values.items():
             part = summarize(ts, source, vals)
             key = pool_metrics_key(pool, name)
             pipe.zadd(key, {part.encode(): ts})
             pipe.zremrangebyscore(key, "-inf", f"({ts - self.retention}")
             pipe.pexpire(key, int(self.retention * 1000))
-            hist = pool_history_key(pool, name)
-            total_field, ticks_field = history_fields(part)
+            hist = pool_minute_key(pool, name, minute)
             pipe.hincrbyfloat(hist, total_field, part.total)
             pipe.hincrby(hist, ticks_field, 1)
-            pipe.hdel(hist, *history_fields(Partial(expired, part.source, 0, 0, 0, 0, "")))
-            pipe.pexpire(hist, int(self.history_retention * 1000))
+            pipe.pexpire(hist, keep_history)
         if values:
             pipe.sadd(pool_metric_names_key(pool), *values)
             pipe.sadd(metric_pools_key(), pool)
@@ -356,7 +369,7 @@ class MetricsStore:
         self, pool: str, metric: str, window: float, now: float, with_p95: bool = False
     ) -> WindowStats | None:
         raw = self.client.zrangebyscore(pool_metrics_key(pool, metric), f"({now - window}", now)
-        return combine((Partial.decode(_text(m)) for m in cast(list[bytes], raw)), with_p95)
+        return combine((Partial.decode(as_text(m)) for m in raw), with_p95)
 
     def aggregate(
         self, pool: str, metric: str, aggregation: str, window: float, now: float
@@ -367,24 +380,54 @@ class MetricsStore:
     def series(
         self, pool: str, metric: str, start: float, end: float
     ) -> list[tuple[float, float]]:
-        """Per-minute pool totals of `metric` between `start` and `end` (oldest first)."""
-        key = pool_history_key(pool, metric)
-        raw = self.client.hgetall(key)
-        fields = {_text(k): float(v) for k, v in raw.items()}
-        cutoff = end - self.history_retention - HISTORY_STEP
-        stale = [f for f in fields if int(f.split("|", 1)[0]) < cutoff]
-        if stale:
-            self.client.hdel(key, *stale)
-        buckets = parse_history(fields)
-        return bucket_totals(buckets, sorted(b for b in buckets if _in_range(b, start, end)))
+        """Per-minute pool totals of `metric` between `start` and `end` (oldest first).
+
+        Minutes after the sealed watermark are read from their hashes; those complete by
+        `end` (a minute of grace for late writers) are sealed for the next reader.
+        """
+        sealed_key = pool_history_key(pool, metric)
+        lo = history_bucket(max(start, end - self.history_retention))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(sealed_key, _WATERMARK)
+        pipe.zrangebyscore(sealed_key, lo, end)
+        watermark, raw = pipe.execute()
+        totals: dict[int, float] = {}
+        for member in raw:
+            sealed_at, _, total = as_text(member).partition(":")
+            if total:
+                totals[int(sealed_at)] = float(total)
+        first = max(lo, int(watermark) + int(HISTORY_STEP)) if watermark is not None else lo
+        missing = list(range(first, int(end) + 1, int(HISTORY_STEP)))
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in missing:
+            pipe.hgetall(pool_minute_key(pool, metric, bucket))
+        seal: dict[str | bytes, float] = {}
+        sealed_to = None
+        for bucket, fields in zip(missing, pipe.execute() if missing else [], strict=True):
+            complete = bucket + 2 * HISTORY_STEP <= end  # a minute of grace for late writes
+            if fields:
+                totals[bucket] = minute_total({as_text(k): float(v) for k, v in fields.items()})
+                if complete:
+                    seal[f"{bucket}:{totals[bucket]!r}"] = bucket
+            if complete:
+                sealed_to = bucket
+        if sealed_to is not None:
+            pipe = self.client.pipeline(transaction=False)
+            if seal:
+                pipe.zadd(sealed_key, seal)
+            pipe.zadd(sealed_key, {_WATERMARK: sealed_to}, gt=True)
+            pipe.zremrangebyscore(sealed_key, "-inf", f"({end - self.history_retention}")
+            pipe.pexpire(sealed_key, int(self.history_retention * 1000))
+            pipe.execute()
+        return [(float(b), totals[b]) for b in sorted(totals) if b > start - HISTORY_STEP]
 
     # -- reads for `grid metrics` --
 
     def pools(self) -> list[str]:
-        return sorted(_text(p) for p in self.client.smembers(metric_pools_key()))
+        return sorted(as_text(p) for p in self.client.smembers(metric_pools_key()))
 
     def metric_names(self, pool: str) -> list[str]:
-        return sorted(_text(m) for m in self.client.smembers(pool_metric_names_key(pool)))
+        return sorted(as_text(m) for m in self.client.smembers(pool_metric_names_key(pool)))
 
     def pool_summary(self, pool: str, window: float, now: float) -> dict[str, dict[str, Any]]:
         """Every metric of a pool over the window: avg, max, min, sum, p95, nodes, samples."""
@@ -394,14 +437,14 @@ class MetricsStore:
             pipe.zrangebyscore(pool_metrics_key(pool, name), f"({now - window}", now)
         out: dict[str, dict[str, Any]] = {}
         for name, raw in zip(names, pipe.execute(), strict=True):
-            stats = combine((Partial.decode(_text(m)) for m in raw), with_p95=True)
+            stats = combine((Partial.decode(as_text(m)) for m in raw), with_p95=True)
             if stats is not None:
                 out[name] = stats.to_dict()
         return out
 
     def node_samples(self, node_id: str, start: float, end: float) -> list[dict[str, Any]]:
         raw = self.client.zrangebyscore(node_samples_key(node_id), start, end)
-        return [json.loads(m) for m in cast(list[bytes], raw)]
+        return [json.loads(m) for m in raw]
 
     def node_summary(self, node_id: str, window: float, now: float) -> dict[str, dict[str, Any]]:
         """Every metric of a node over the window: avg, max, min, p95 (exact), last, samples."""
@@ -418,7 +461,8 @@ class MetricsStore:
         }
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """Redis replies are str with decode_responses (Grid's clients), bytes without."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -426,25 +470,28 @@ def _text(value: bytes | str) -> str:
 
 
 class MemoryMetrics:
-    """The same partials and history as MetricsStore, held in memory, appended in time order."""
+    """The same partials and per-minute history as MetricsStore, in memory (for backtests)."""
 
     def __init__(self) -> None:
         self._times: dict[tuple[str, str], list[float]] = defaultdict(list)
         self._parts: dict[tuple[str, str], list[Partial]] = defaultdict(list)
-        self._buckets: dict[tuple[str, str], Buckets] = {}
-        self._bucket_keys: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self._minutes: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+        self._minute_keys: dict[tuple[str, str], list[int]] = defaultdict(list)
 
     def add(self, pool: str, metric: str, part: Partial) -> None:
         key = (pool, metric)
-        self._times[key].append(part.ts)
-        self._parts[key].append(part)
-        buckets = self._buckets.setdefault(key, parse_history({}))
-        bucket = int(history_fields(part)[0].split("|", 1)[0])
-        if bucket not in buckets:
-            self._bucket_keys[key].append(bucket)
-        acc = buckets[bucket][part.source]
-        acc[0] += part.total
-        acc[1] += 1
+        times = self._times[key]
+        at = bisect.bisect_right(times, part.ts)  # the end, when added in time order
+        times.insert(at, part.ts)
+        self._parts[key].insert(at, part)
+        minute = history_bucket(part.ts)
+        fields = self._minutes[key].get(minute)
+        if fields is None:
+            fields = self._minutes[key][minute] = defaultdict(float)
+            bisect.insort(self._minute_keys[key], minute)
+        total_field, ticks_field = history_fields(part.source)
+        fields[total_field] += part.total
+        fields[ticks_field] += 1
 
     def window(
         self, pool: str, metric: str, window: float, now: float, with_p95: bool = False
@@ -457,7 +504,8 @@ class MemoryMetrics:
     def series(
         self, pool: str, metric: str, start: float, end: float
     ) -> list[tuple[float, float]]:
-        keys = self._bucket_keys.get((pool, metric), [])
+        keys = self._minute_keys.get((pool, metric), [])
+        minutes = self._minutes[(pool, metric)]
         lo = bisect.bisect_right(keys, start - HISTORY_STEP)
         hi = bisect.bisect_right(keys, end)
-        return bucket_totals(self._buckets[(pool, metric)], keys[lo:hi])
+        return [(float(k), minute_total(minutes[k])) for k in keys[lo:hi]]

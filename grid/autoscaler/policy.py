@@ -192,6 +192,12 @@ class _MetricCheck(_Check):
     window: PositiveDuration = 60.0
 
 
+def _only_one(data: Any, first: str, second: str) -> Any:
+    if isinstance(data, dict) and data.get(first) is not None and data.get(second) is not None:
+        raise ValueError(f"give one of {first}, {second}")
+    return data
+
+
 class ScaleUp(_Model):
     """What a threshold check does above `upper`: add a count or percentage, or set a size."""
 
@@ -201,9 +207,7 @@ class ScaleUp(_Model):
     @model_validator(mode="before")
     @classmethod
     def _one(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "add" in data and "set" in data:
-            raise ValueError("give one of add, set")
-        return data
+        return _only_one(data, "add", "set")
 
 
 class ScaleDown(_Model):
@@ -215,9 +219,7 @@ class ScaleDown(_Model):
     @model_validator(mode="before")
     @classmethod
     def _one(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "remove" in data and "set" in data:
-            raise ValueError("give one of remove, set")
-        return data
+        return _only_one(data, "remove", "set")
 
 
 class ThresholdCheck(_MetricCheck):

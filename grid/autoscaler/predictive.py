@@ -2,12 +2,15 @@
 
 The history is the per-minute pool total of the metric (sum over nodes), which does not
 depend on how many nodes served it, so a forecast of it divided by the per-node `target`
-is the size the pool will need. The model is a linear regression (scikit-learn) on time plus,
-with `season:`, two Fourier harmonics of the season (a daily cycle): small, fast and stable.
-pandas and scikit-learn are imported inside the functions so importing the autoscaler stays
-cheap; they come with the `predictive` extra.
+is the size the pool will need. The model is a linear regression (scikit-learn) on time,
+recent minutes weighted more (half-life a quarter of `history`) so it follows a level shift
+within minutes; with `season:` it adds two Fourier harmonics of the season (a daily cycle)
+and weighs the whole history equally. Small, fast and stable. pandas and scikit-learn are
+imported inside the functions so importing the autoscaler stays cheap (the `predictive` extra).
 
-The vote is the peak of the forecast over (now, now + horizon]. The strategy scales out ahead
+The vote is the peak of the forecast over (now, now + horizon] plus `margin` standard
+deviations of the fit's residuals (headroom for the noise the trend cannot see), divided by
+the per-node target. The strategy scales out ahead
 of demand, never in unless `scale_in: true`; with less than `min_history` of data it abstains
 so the reactive checks decide. Every forecast is remembered (the engine keeps this "memory"
 in the pool state) and scored against the actual value once its time has come: the mean
@@ -23,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from grid.autoscaler.policy import PredictiveCheck, format_duration
-from grid.autoscaler.strategies import CheckInput, Vote, ceil_safe, error_vote, make_vote
+from grid.autoscaler.strategies import (
+    CheckInput,
+    Vote,
+    ceil_safe,
+    error_vote,
+    make_vote,
+    proportional,
+)
 
 MAX_PENDING = 500  # forecasts waiting for their actual value
 
@@ -59,18 +69,11 @@ def forecast(
     grid = (regular.index.to_numpy(dtype="float64") + 0.5) - t0 / resolution
     steps = max(1, math.ceil(horizon / resolution))
     future = (now - t0) / resolution + np.arange(1, steps + 1) * (horizon / resolution / steps)
-    import os
     features, actual = _features(grid, season, resolution), regular.to_numpy()
-    hl = float(os.environ.get("HL", "0"))
-    weights = None
-    if hl:
-        weights = 0.5 ** ((grid[-1] - grid) / (hl * len(grid)))
+    weights = None if season else 0.5 ** ((grid[-1] - grid) / max(1.0, len(grid) / 4))
     model = LinearRegression().fit(features, actual, sample_weight=weights)
-    if os.environ.get("SPREAD") == "mad":
-        diffs = np.diff(actual)
-        spread = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)) if len(diffs) else 0.0
-    else:
-        spread = float(np.std(actual - model.predict(features)))
+    residuals = actual - model.predict(features)
+    spread = float(np.sqrt(np.average(residuals**2, weights=weights)))
     predicted = np.maximum(model.predict(_features(future, season, resolution)), 0.0)
     peak = float(predicted.max()) + margin * spread
     return Forecast(float(predicted[-1]), peak, len(regular), spread)
@@ -137,15 +140,18 @@ def predictive(
         )  # fmt: skip
     fc = forecast(series, now, check.horizon, check.resolution, check.season, check.margin)
     book["pending"] = [*book["pending"], [now + check.horizon, fc.point]][-MAX_PENDING:]
-    details.update(forecast=round(fc.point, 6), peak=round(fc.peak, 6), points=fc.points)
-    if current > 0:
-        ratio = fc.peak / (current * check.target)
-        desired = current if abs(ratio - 1) <= tolerance else ceil_safe(fc.peak / check.target)
+    details.update(
+        forecast=round(fc.point, 6), peak=round(fc.peak, 6), spread=round(fc.spread, 6),
+        points=fc.points,
+    )  # fmt: skip
+    if current > 0:  # the proportional rule on the forecast per node: ceil(peak / target)
+        desired = proportional(current, fc.peak / current, check.target, tolerance)
     else:
         desired = ceil_safe(fc.peak / check.target)
     reason = (
         f"{check.metric} total forecast peak {fc.peak:.4g} in {format_duration(check.horizon)}"
-        f" / target {check.target:g} per node -> {desired}"
+        + (f" (margin {check.margin:g} x spread {fc.spread:.3g})" if check.margin else "")
+        + f" / target {check.target:g} per node -> {desired}"
     )
     if desired < current and not check.scale_in:
         reason += f" < {current}: no scale-in on a forecast (scale_in: false)"

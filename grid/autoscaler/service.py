@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, cast
-
-import redis
+from typing import Any
 
 from grid.autoscaler.engine import (
     Decision,
@@ -23,9 +21,10 @@ from grid.autoscaler.engine import (
     evaluate,
     next_state,
 )
-from grid.autoscaler.metrics import MetricsStore
+from grid.autoscaler.metrics import MetricsStore, as_text
 from grid.autoscaler.policy import PoolPolicy
 from grid.naming import decisions_key, policies_key, policy_state_key
+from grid.rtypes import Redis
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ DEFAULT_KEEP = 100
 # ---- policies ----------------------------------------------------------------------------
 
 
-def apply_policy(client: redis.Redis, policy: PoolPolicy) -> None:
+def apply_policy(client: Redis, policy: PoolPolicy) -> None:
     """Store (or replace) a pool's policy; it is evaluated at the next tick."""
     pipe = client.pipeline()
     pipe.hset(policies_key(), policy.pool, policy.to_json())
@@ -43,7 +42,7 @@ def apply_policy(client: redis.Redis, policy: PoolPolicy) -> None:
     pipe.execute()
 
 
-def remove_policy(client: redis.Redis, pool: str) -> bool:
+def remove_policy(client: Redis, pool: str) -> bool:
     """Forget a pool's policy and state (its recorded decisions stay for `explain`)."""
     pipe = client.pipeline()
     pipe.hdel(policies_key(), pool)
@@ -52,52 +51,52 @@ def remove_policy(client: redis.Redis, pool: str) -> bool:
     return bool(removed)
 
 
-def get_policy(client: redis.Redis, pool: str) -> PoolPolicy | None:
-    raw = cast(bytes | None, client.hget(policies_key(), pool))
+def get_policy(client: Redis, pool: str) -> PoolPolicy | None:
+    raw = client.hget(policies_key(), pool)
     return None if raw is None else PoolPolicy.from_json(raw)
 
 
-def list_policies(client: redis.Redis) -> list[PoolPolicy]:
+def list_policies(client: Redis) -> list[PoolPolicy]:
     """Every applied policy, by pool name; a stored policy that no longer parses is skipped."""
-    raw = cast(dict[bytes, bytes], client.hgetall(policies_key()))
+    raw = client.hgetall(policies_key())
     out = []
     for pool, text in sorted(raw.items()):
         try:
             out.append(PoolPolicy.from_json(text))
         except ValueError as exc:
-            log.error("stored policy of pool %s is invalid: %s", pool.decode(), exc)
+            log.error("stored policy of pool %s is invalid: %s", as_text(pool), exc)
     return out
 
 
-def last_decisions(client: redis.Redis, pool: str, n: int = 10) -> list[Decision]:
+def last_decisions(client: Redis, pool: str, n: int = 10) -> list[Decision]:
     """The pool's last `n` decisions, newest first."""
-    raw = cast(list[bytes], client.lrange(decisions_key(pool), 0, max(0, n - 1)))
+    raw = client.lrange(decisions_key(pool), 0, max(0, n - 1))
     return [Decision.from_dict(json.loads(item)) for item in raw]
 
 
 # ---- state -------------------------------------------------------------------------------
 
+_JSON_FIELDS = ("memory", "recent")
 
-def load_state(client: redis.Redis, pool: str) -> PoolState:
-    raw = cast(dict[bytes, bytes], client.hgetall(policy_state_key(pool)))
+
+def load_state(client: Redis, pool: str) -> PoolState:
+    raw = client.hgetall(policy_state_key(pool))
     data: dict[str, Any] = {}
     for key, value in raw.items():
-        name = key.decode()
-        data[name] = json.loads(value) if name == "memory" else float(value)
+        name = as_text(key)
+        data[name] = json.loads(value) if name in _JSON_FIELDS else float(value)
     return PoolState.from_dict(data)
 
 
-def _save(
-    client: redis.Redis, pool: str, state: PoolState, decision: Decision, keep: int
-) -> None:
-    fields: dict[str, str] = {"memory": json.dumps(state.memory)}
+def _save(client: Redis, pool: str, state: PoolState, record: dict[str, Any], keep: int) -> None:
+    fields = {name: json.dumps(getattr(state, name)) for name in _JSON_FIELDS}
     for name in ("last_eval", "last_up", "last_down"):
         value = getattr(state, name)
         if value is not None:
             fields[name] = repr(value)
     pipe = client.pipeline()
     pipe.hset(policy_state_key(pool), mapping=fields)  # type: ignore[arg-type]
-    pipe.lpush(decisions_key(pool), json.dumps(decision.to_dict()))
+    pipe.lpush(decisions_key(pool), json.dumps(record))
     pipe.ltrim(decisions_key(pool), 0, keep - 1)
     pipe.execute()
 
@@ -117,7 +116,7 @@ def evaluate_pool(
 
 
 def evaluate_due_pools(
-    client: redis.Redis,
+    client: Redis,
     now: float,
     current_size: Callable[[str], int],
     set_desired: Callable[[str, int, str], None],
@@ -141,8 +140,9 @@ def evaluate_due_pools(
         if not (force or due):
             continue
         decision = _run(policy, state, now, metrics, current_size, set_desired)
-        _save(client, policy.pool, next_state(state, decision, decision.applied), decision, keep)
-        emit(EVENT, decision.to_dict())
+        record = decision.to_dict()
+        _save(client, policy.pool, next_state(state, decision, decision.applied), record, keep)
+        emit(EVENT, record)
         decisions.append(decision)
     return decisions
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -59,9 +59,7 @@ class Vote:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; `memory` (a predictive check's forecast book) lives in the pool state."""
-        data = asdict(self)
-        data.pop("memory")
-        return data
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "memory"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Vote:
@@ -83,7 +81,7 @@ def proportional(
     (HPA does the same when not-ready pods are counted), nor one below target up.
     """
     ratio = value / target
-    if abs(ratio - 1.0) <= tolerance:
+    if abs(ratio - 1.0) <= tolerance + 1e-9:  # inclusive: 110 against 100 is within 0.1
         return current
     desired = ceil_safe((current if base is None else base) * ratio)
     if (ratio > 1 and desired < current) or (ratio < 1 and desired > current):
@@ -180,7 +178,7 @@ def target_value(
     ratio = per_node / check.target
     reason = (
         f"{_describe(check, value)}, target {_fmt(check.target)}: ratio {ratio:.3f}"
-        + (f" within tolerance {tol:g}" if abs(ratio - 1) <= tol else f" -> {desired}")
+        + (f" within tolerance {tol:g}" if desired == current else f" -> {desired}")
     )
     return make_vote(
         check.name, check.strategy, current, desired, reason, value=value,

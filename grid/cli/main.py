@@ -12,7 +12,7 @@ from grid.cli import autoscale, ops, read, run
 from grid.errors import GridError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "GRID"})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="grid")
 def cli() -> None:
     """Grid runs and scales fleets of storage nodes across machines.

@@ -95,6 +95,7 @@ class AgentRuntime:
         self._nodes_lock = threading.Lock()
         self._node_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._stopping = threading.Event()
+        self._waiting: dict[str, float] = {}  # node id -> when first seen waiting for a task
         self._heartbeat_thread: threading.Thread | None = None
         self.registration_ms = 0.0
         self.sampler = NodeSampler(
@@ -453,6 +454,40 @@ class AgentRuntime:
             elif rec.active:
                 threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
 
+    def _pick_up_lost_tasks(self) -> None:
+        """Spawn or stop this agent's records whose task never came (checked every beat).
+
+        Celery on Redis can drop or strand a task message when the broker connection breaks
+        (a Redis restart, a partition). A record seen `pending` or `stopping`, with no task
+        working on it, on beats at least two heartbeats (and 2 s) apart is acted on here;
+        both actions are idempotent by node id, so a task that does arrive later is a no-op.
+        """
+        ids = sorted(self.state.r.smembers(naming.nodes_key()))
+        pipe = self.state.r.pipeline(transaction=False)
+        for nid in ids:
+            pipe.hmget(naming.node_key(nid), ["agent_id", "status"])
+        now = time.monotonic()
+        waiting: dict[str, float] = {}
+        for nid, (agent_id, status) in zip(ids, pipe.execute(), strict=True):
+            if agent_id != self.agent_id or status not in ("pending", "stopping"):
+                continue
+            lock = self._node_locks[nid]
+            if not lock.acquire(blocking=False):
+                continue  # a task is working on it
+            lock.release()
+            with self._nodes_lock:
+                if status == "pending" and nid in self.nodes:
+                    continue
+            since = self._waiting.get(nid, now)
+            if now - since < max(2.0, 2 * self.settings.heartbeat_interval):
+                waiting[nid] = since
+                continue
+            log.warning("no task came for %s node: acting on the record", status,
+                        extra={"agent_id": self.agent_id, "node_id": nid})  # fmt: skip
+            action = self.spawn if status == "pending" else self.stop
+            threading.Thread(target=action, args=(nid,), daemon=True).start()
+        self._waiting = waiting
+
     def _owns(self, rec: NodeRecord | None, generation: Any) -> bool:
         if rec is None or rec.agent_id != self.agent_id:
             return False
@@ -516,6 +551,7 @@ class AgentRuntime:
         )
         self.events.emit(EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count)
         self._fence_stale()
+        self._pick_up_lost_tasks()
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.settings.heartbeat_interval):

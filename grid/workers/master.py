@@ -88,6 +88,10 @@ class MasterRuntime:
 
     def start(self, consumer: Any) -> None:
         self.consumer = consumer
+        if self.is_leader:
+            # a fresh Celery worker (restarted after a broker failure) consumes only the
+            # private queue: a leader must subscribe to grid.master again
+            consumer.call_soon(consumer.add_task_queue, naming.MASTER_QUEUE)
         if self._election_thread is None:
             self._election_thread = threading.Thread(
                 target=self._election_loop, name="master-election", daemon=True
@@ -111,9 +115,9 @@ class MasterRuntime:
 
     def _elected(self) -> None:
         self.is_leader = True
-        previous = self.state.r.hgetall(naming.leader_key() + ":info")
+        previous = self.state.r.hgetall(naming.leader_info_key())
         self.state.r.hset(
-            naming.leader_key() + ":info",
+            naming.leader_info_key(),
             mapping={"master_id": self.master_id, "since": time.time(), "http": self.web_url},
         )
         self.events.emit(

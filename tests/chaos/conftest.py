@@ -87,7 +87,9 @@ class NetNS:
 
 @pytest.fixture
 def netns() -> Iterator[NetNS]:
-    require(shutil.which("ip") is not None and os.geteuid() == 0, "ip netns needs root and iproute2")
+    require(
+        shutil.which("ip") is not None and os.geteuid() == 0, "ip netns needs root and iproute2"
+    )
     tag = f"{os.getpid() % 100000}"
     octet = os.getpid() % 250 + 1
     ns = NetNS(
@@ -127,9 +129,28 @@ def ns_redis(netns: NetNS, tmp_path: Path) -> Iterator[tuple[str, str]]:
     data = tmp_path / "ns-redis"
     data.mkdir()
     proc = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", netns.host_ip,
-         "--protected-mode", "no", "--dir", str(data), "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--logfile", "redis.log", "--maxclients", "2000"],  # fmt: skip
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            netns.host_ip,
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
+            "--maxclients",
+            "2000",
+        ],  # fmt: skip
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         start_new_session=True,

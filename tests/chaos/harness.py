@@ -78,8 +78,17 @@ class ChaosGrid(LocalGrid):
         """Start an agent behind a command prefix (e.g. `ip netns exec NS`)."""
         with (self.home / "logs" / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "grid.cli.main", "agent", "--id", agent_id,
-                 "--max-nodes", str(max_nodes)],  # fmt: skip
+                [
+                    *prefix,
+                    sys.executable,
+                    "-m",
+                    "grid.cli.main",
+                    "agent",
+                    "--id",
+                    agent_id,
+                    "--max-nodes",
+                    str(max_nodes),
+                ],  # fmt: skip
                 env={**self.env, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -122,12 +131,12 @@ class ChaosGrid(LocalGrid):
     def wait_event(
         self, type_: str, since: str = "0-0", timeout: float = 30, count: int = 1, **filters: Any
     ) -> list[Event]:
-        def found() -> list[Event] | None:
+        def found() -> list[Event]:
             evs = self.find_events(type_, since=since, **filters)
-            return evs if len(evs) >= count else None
+            return evs if len(evs) >= count else []
 
-        return wait_for(quiet(found), timeout, interval=0.02,
-                        what=f"{count} {type_} event(s) {filters or ''}")  # fmt: skip
+        what = f"{count} {type_} event(s) {filters or ''}"
+        return wait_for(quiet(found), timeout, interval=0.02, what=what) or []
 
     # ---- state ----------------------------------------------------------------------
 
@@ -177,7 +186,9 @@ class ChaosGrid(LocalGrid):
             if got:
                 return [n for n in got if n.node_id != "none"]
             time.sleep(0.05)
-        seen = quiet(lambda: [(n.node_id, n.agent_id, n.status, n.error[:80]) for n in self.state.nodes()])()
+        seen = quiet(
+            lambda: [(n.node_id, n.agent_id, n.status, n.error[:80]) for n in self.state.nodes()]
+        )()
         raise AssertionError(f"pools not at {self.expected} within {timeout}s; records: {seen}")
 
 
@@ -201,7 +212,9 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
     procs = grid.node_procs()
     for node_id, group in procs.items():
         if len(group) > 1:
-            problems.append(f"node {node_id} runs {len(group)} times: pids {[p.pid for p in group]}")
+            problems.append(
+                f"node {node_id} runs {len(group)} times: pids {[p.pid for p in group]}"
+            )
     owned = {n.pid for n in nodes if n.pid and n.status in ("running", "starting", "restarting")}
     live = {p.pid: node_id for node_id, group in procs.items() for p in group}
     for pid, node_id in sorted(live.items()):
@@ -229,17 +242,19 @@ def assert_invariants(
         if time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-    raise AssertionError("fleet invariants violated after %.0fs:\n  %s" % (timeout, "\n  ".join(problems)))
+    listed = "\n  ".join(problems)
+    raise AssertionError(f"fleet invariants violated after {timeout:.0f}s:\n  {listed}")
 
 
 class FleetWatch:
-    """Samples node records in the background: the most nodes ever `running` per pool."""
+    """Samples node records in the background: the most and fewest nodes `running` per pool."""
 
     def __init__(self, url: str, interval: float = 0.05) -> None:
         self.client = redis_client(url)
         self.state = GridState(self.client)
         self.interval = interval
         self.max_running: dict[str, int] = {}
+        self.min_running: dict[str, int] = {}
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
@@ -263,8 +278,10 @@ class FleetWatch:
             for n in nodes:
                 if n.status == "running":
                     counts[n.pool] = counts.get(n.pool, 0) + 1
-            for pool, count in counts.items():
+            for pool in set(counts) | set(self.min_running):
+                count = counts.get(pool, 0)
                 self.max_running[pool] = max(self.max_running.get(pool, 0), count)
+                self.min_running[pool] = min(self.min_running.get(pool, count), count)
             self.samples += 1
 
 

@@ -1,4 +1,4 @@
-"""Agents killed with kill -9: replaced after offline and fenced on return, or adopted on a quick return."""
+"""Agents killed with kill -9: replaced once offline and fenced on return, or adopted if quick."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def test_killed_agent_is_replaced_and_its_stale_nodes_fenced(chaos: GridFactory)
             wait_gone(proc.pid)
         grid.wait_agents("agent-1")
         assert_invariants(grid)
-    print(f"\nagent kill -> offline {offline.ts - killed_at:.2f}s, pool at strength {full_strength:.2f}s")
+    print(
+        f"\nagent kill -> offline {offline.ts - killed_at:.2f}s, "
+        f"pool at strength {full_strength:.2f}s"
+    )
     assert watch.samples > 20
     assert watch.max_running["default"] <= 4, watch.max_running
     assert not grid.find_events("node_adopted", since=mark)
@@ -68,7 +71,11 @@ def test_agent_restarted_quickly_adopts_its_nodes(chaos: GridFactory) -> None:
     for nid, before in on1.items():
         now = grid.state.node(nid)
         assert now is not None and now.status == "running"
-        assert (now.pid, now.restart_count, now.agent_id) == (before.pid, before.restart_count, "agent-1")
+        assert (now.pid, now.restart_count, now.agent_id) == (
+            before.pid,
+            before.restart_count,
+            "agent-1",
+        )
     surprises = grid.find_events(
         "node_crashed", "node_restarted", "node_fenced", "node_lost", "agent_offline",
         "spawn_requested", "stop_requested", since=mark,

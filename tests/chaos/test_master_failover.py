@@ -15,7 +15,7 @@ def test_leader_killed_during_scale_the_standby_finishes_it(chaos: GridFactory) 
     grid = chaos()
     # agent-2 joins only after the kill: the second half of the scale needs the new leader
     grid.up(agents=("agent-1",), masters=("master-a", "master-b"), max_nodes=10)
-    leader = wait_for(grid.leader_id, 10, what="a leader")
+    leader = wait_for(grid.leader_id, 10, what="a leader") or ""
     standby = "master-b" if leader == "master-a" else "master-a"
     mark = grid.mark()
 
@@ -32,7 +32,9 @@ def test_leader_killed_during_scale_the_standby_finishes_it(chaos: GridFactory) 
     grid.wait_agents("agent-2")
     nodes = grid.wait_settled(timeout=90)
     done = time.time() - killed_at
-    print(f"\nleader kill -> new leader {took_over:.2f}s, 20 nodes running {done:.2f}s after the kill")
+    print(
+        f"\nleader kill -> new leader {took_over:.2f}s, 20 nodes running {done:.2f}s after the kill"
+    )
     per_agent = {a: sum(1 for n in nodes if n.agent_id == a) for a in ("agent-1", "agent-2")}
     assert per_agent == {"agent-1": 10, "agent-2": 10}, per_agent
     # the standby placed agent-2's half: it leads and acts

@@ -11,7 +11,7 @@ import psutil
 
 from grid.workers.agent import resolve_node_command
 from tests.chaos.conftest import GridFactory
-from tests.chaos.harness import assert_invariants, quiet
+from tests.chaos.harness import assert_invariants
 from tests.helpers import wait_for
 
 
@@ -27,18 +27,25 @@ def test_killed_node_is_noticed_and_restarted(chaos: GridFactory) -> None:
     assert crashed.data["exit_code"] == -9, crashed.data
     assert "SIGKILL" in crashed.data["detail"], crashed.data
     assert crashed.agent_id == victim.agent_id
-    assert crashed.ts - killed_at < 0.5, f"crash noticed {crashed.ts - killed_at:.3f}s after the kill"
+    assert crashed.ts - killed_at < 0.5, (
+        f"crash noticed {crashed.ts - killed_at:.3f}s after the kill"
+    )
 
     restarted = grid.wait_event("node_restarted", since=mark, node_id=victim.node_id)[0]
     assert restarted.data["restart_count"] == 1
 
     def healthy_again() -> bool:
         rec = grid.state.node(victim.node_id)
-        return bool(rec and rec.status == "running" and rec.pid != victim.pid and rec.restart_count == 1)
+        return bool(
+            rec and rec.status == "running" and rec.pid != victim.pid and rec.restart_count == 1
+        )
 
     wait_for(healthy_again, 10, what=f"{victim.node_id} running again")
     healed = time.time() - killed_at
-    print(f"\nnode kill -> restarted and healthy: {restarted.ts - killed_at:.3f}s (seen {healed:.3f}s)")
+    print(
+        f"\nnode kill -> restarted and healthy: {restarted.ts - killed_at:.3f}s "
+        f"(seen {healed:.3f}s)"
+    )
 
     listed = grid.cli("nodes", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -60,7 +67,9 @@ exit 3
 """
 
 
-def test_flapping_node_fails_and_moves_to_the_other_agent(chaos: GridFactory, tmp_path: Path) -> None:
+def test_flapping_node_fails_and_moves_to_the_other_agent(
+    chaos: GridFactory, tmp_path: Path
+) -> None:
     script = tmp_path / "flapping-grid-node.sh"
     script.write_text(FLAPPING_NODE.format(node=" ".join(resolve_node_command("grid-node"))))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -81,5 +90,7 @@ def test_flapping_node_fails_and_moves_to_the_other_agent(chaos: GridFactory, tm
     # the failed record was replaced, not restarted again on the flapping agent
     assert grid.state.node(failed.node_id) is None
     later = grid.find_events("spawn_requested", since=failed.id)
-    assert later and all(e.agent_id == "agent-2" for e in later), [(e.node_id, e.agent_id) for e in later]
+    assert later and all(e.agent_id == "agent-2" for e in later), [
+        (e.node_id, e.agent_id) for e in later
+    ]
     assert_invariants(grid)

@@ -16,7 +16,12 @@ def _all_alive(grid: ChaosGrid) -> None:
 def _aof_holds(server: EmbeddedRedis, pool: str, size: int) -> bool:
     """The append-only file on disk holds the write of this desired size."""
     value = str(size).encode()
-    cmd = b"$10\r\ngrid:pools\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(pool), pool.encode(), len(value), value)
+    cmd = b"$10\r\ngrid:pools\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(pool),
+        pool.encode(),
+        len(value),
+        value,
+    )
     return any(cmd in path.read_bytes() for path in server.data_dir.glob("appendonly*.aof*"))
 
 
@@ -35,9 +40,6 @@ def test_redis_restart_during_scale(own_redis: EmbeddedRedis, chaos: GridFactory
     grid.wait_agents("agent-1", "agent-2", timeout=30)
     grid.scale(12)
     grid.wait_settled(timeout=60)
-    for e in grid.find_events(since=mark):
-        if e.type.startswith("cluster") or e.type.startswith("leader"):
-            print(e.id, repr(e.ts), e.type, e.data)
     _all_alive(grid)
     assert_invariants(grid)
 

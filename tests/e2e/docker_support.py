@@ -9,7 +9,7 @@ and `/lib64` into `/usr` like the host's merged /usr). That set is the minimum t
 grid-node, and it lives only here.
 
 The daemon is the one `scripts/docker-up.sh` starts (or any that answers at DOCKER_HOST).
-Used by tests/e2e/test_docker_platform.py and bench/docker_spawn.py.
+Used by tests/e2e/test_docker_platform.py and bench/platforms.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and `nodes/` (the adapter's data root) is mounted read-write at its own path, so
 writes both locally while `systemctl`/`journalctl` run through `podman exec`. The network is
 the host's: a node listening on 127.0.0.1 in the container answers on the host.
 
-Used by tests/e2e/test_systemd_platform.py and bench/systemd_spawn.py.
+Used by tests/e2e/test_systemd_platform.py and bench/platforms.py.
 """
 
 from __future__ import annotations

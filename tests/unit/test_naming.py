@@ -25,6 +25,7 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.pool_status_key, (), "grid:pool-status"),
     (naming.events_key, (), "grid:events"),
     (naming.leader_key, (), "grid:leader"),
+    (naming.leader_info_key, (), "grid:leader-info"),
     (naming.cluster_state_key, (), "grid:cluster-state"),
     (naming.generation_key, (), "grid:generation"),
     (naming.reconcile_lock_key, (), "grid:lock:reconcile"),
@@ -36,6 +37,7 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.pool_metric_names_key, ("web",), "grid:m:names:web"),
     (naming.node_samples_key, ("n1",), "grid:m:node:n1"),
     (naming.pool_history_key, ("web", "cpu"), "grid:m:hist:web:cpu"),
+    (naming.pool_minute_key, ("web", "cpu", 29_000_000), "grid:m:hist:web:cpu:29000000"),
     (naming.metric_pools_key, (), "grid:m:pools"),
 ]
 
@@ -83,6 +85,7 @@ def test_keys_never_collide(metric: str) -> None:
             naming.pool_metric_names_key(x),
             naming.node_samples_key(x),
             naming.pool_history_key(x, metric),
+            naming.pool_minute_key(x, metric, 29_000_000),
         ]
     keys += [fn() for fn, args, _ in NAMES if not args]
     assert len(keys) == len(set(keys))

@@ -1,0 +1,147 @@
+"""Autoscaler benchmark: metrics ingest rate and one evaluation over 1,000 nodes, real Redis.
+
+    python bench/autoscaler_eval.py [--nodes 1000] [--agents 20] [--evals 200]
+
+Starts its own redis-server (grid.redis_server.EmbeddedRedis, append-only off) and stops it.
+1. History: two hours of samples at one a minute (so forecasts have data), then ten minutes
+   at the agents' real cadence (every 5 s): every agent writes its nodes' samples (8 metrics
+   each) in one pipelined batch per tick. Reported: node samples/s, metric values/s, and the
+   latency of one agent's batch.
+2. Evaluation: `evaluate_due_pools(force=True)` for one pool of all the nodes, with a
+   reactive policy (3 checks over 1-2 minute windows) and with the predictive example
+   policy (forecast over 30 minutes of history): p50/p99 of one evaluation. Target <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grid.autoscaler.metrics import MetricsStore  # noqa: E402
+from grid.autoscaler.policy import PoolPolicy, load_policy_file  # noqa: E402
+from grid.autoscaler.service import apply_policy, evaluate_due_pools, remove_policy  # noqa: E402
+from grid.redis_server import EmbeddedRedis  # noqa: E402
+
+POOL = "store"
+METRICS = ("cpu_percent", "rss_bytes", "request_rate", "inflight", "latency_p50_ms",
+           "latency_avg_ms", "keys", "bytes")  # fmt: skip
+
+REACTIVE = PoolPolicy.model_validate({
+    "pool": POOL, "min": 2, "max": 2000, "evaluation_interval": "15s",
+    "checks": [
+        {"name": "cpu", "strategy": "threshold", "metric": "cpu_percent", "window": "2m",
+         "upper": 80, "lower": 30},
+        {"name": "rps", "strategy": "target_value", "metric": "request_rate", "window": "1m",
+         "target": 100},
+        {"name": "latency", "strategy": "threshold", "metric": "latency_p50_ms",
+         "aggregation": "p95", "window": "1m", "upper": 50},
+    ],
+})  # fmt: skip
+
+
+def sample(node: str, ts: float, rng: random.Random, pool: str = POOL) -> dict[str, Any]:
+    rps = rng.uniform(60, 120)
+    values = {
+        "cpu_percent": rng.uniform(20, 90), "rss_bytes": rng.uniform(5e7, 2e8),
+        "request_rate": rps, "inflight": rng.randint(0, 20), "latency_p50_ms": rng.uniform(1, 9),
+        "latency_avg_ms": rng.uniform(1, 12), "keys": rng.randint(1000, 100000),
+        "bytes": rng.uniform(1e6, 1e9),
+    }  # fmt: skip
+    return {"node_id": node, "pool": pool, "ts": ts, "metrics": values}
+
+
+def ingest(
+    store: MetricsStore, agents: list[list[str]], ticks: int, spacing: float, start: float,
+    rng: random.Random, pool: str = POOL,
+) -> tuple[float, list[float], int]:  # fmt: skip
+    """Write `ticks` rounds; return elapsed seconds, per-batch latencies, samples written."""
+    latencies: list[float] = []
+    written = 0
+    began = time.perf_counter()
+    for tick in range(ticks):
+        ts = start + tick * spacing
+        for index, nodes in enumerate(agents):
+            batch = [sample(n, ts + index * 0.01, rng, pool) for n in nodes]
+            t = time.perf_counter()
+            written += store.write_samples(batch, source=f"agent-{index}")
+            latencies.append(time.perf_counter() - t)
+    return time.perf_counter() - began, latencies, written
+
+
+def time_evaluations(client: Any, policy: PoolPolicy, now: float, count: int) -> list[float]:
+    apply_policy(client, policy)
+    durations = []
+    for i in range(count):
+        t = time.perf_counter()
+        [decision] = evaluate_due_pools(
+            client, now + i * 0.001, lambda pool: 1000, lambda *a: None, lambda *a: None,
+            force=True,
+        )
+        durations.append(time.perf_counter() - t)
+        assert not [v for v in decision.votes if v.action == "error"], decision.reason
+    remove_policy(client, policy.pool)
+    return durations
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--evals", type=int, default=200)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    per_agent = args.nodes // args.agents
+    agents = [[f"{POOL}-{a}-{n}" for n in range(per_agent)] for a in range(args.agents)]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedRedis(data_dir=Path(tmp), appendonly=False)
+        url = server.start()
+        try:
+            client = redis.Redis.from_url(url, decode_responses=True)
+            store = MetricsStore(client)
+            now = time.time()
+            history_start = now - 2 * 3600 - 600
+            hist_s, _, hist_n = ingest(store, agents, 120, 60.0, history_start, rng)
+            live_s, latencies, live_n = ingest(store, agents, 120, 5.0, now - 600, rng)
+            one_agent = [[f"{POOL}-solo-{n}" for n in range(args.nodes)]]
+            solo_s, _, _ = ingest(store, one_agent, 5, 5.0, now - 25, rng, pool="solo")
+            reactive = time_evaluations(client, REACTIVE, now, args.evals)
+            [example] = load_policy_file(ROOT / "policies" / "predictive-costs.yaml")
+            predictive = time_evaluations(client, example, now, args.evals)
+            memory = client.info("memory")["used_memory_human"]
+            client.close()
+        finally:
+            server.stop()
+    print(f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}")
+    print(f"nodes {args.nodes} in {args.agents} agents, {len(METRICS)} metrics per sample")
+    print(f"ingest (history, 1/min):  {hist_n / hist_s:9.0f} node samples/s")
+    print(f"ingest (live, every 5 s): {live_n / live_s:9.0f} node samples/s "
+          f"= {live_n * len(METRICS) / live_s:.0f} metric values/s")  # fmt: skip
+    print(f"one agent batch of {per_agent} nodes: p50 {1000 * pct(latencies, 0.5):.2f} ms, "
+          f"p99 {1000 * pct(latencies, 0.99):.2f} ms")  # fmt: skip
+    print(f"one agent batch of {args.nodes} nodes: {1000 * solo_s / 5:.1f} ms")
+    for name, durations in (("reactive", reactive), ("predictive-costs", predictive)):
+        print(f"evaluation ({name}): p50 {1000 * statistics.median(durations):.2f} ms, "
+              f"p99 {1000 * pct(durations, 0.99):.2f} ms over {len(durations)}")  # fmt: skip
+    print(f"redis used_memory: {memory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Backtests in simulated time and the Kubernetes HPA baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grid.autoscaler.backtest import (
+    SimConfig,
+    Trace,
+    default_sim_config,
+    format_table,
+    load_trace,
+    main,
+    plot,
+    run_hpa,
+    run_oracle,
+    run_policy,
+)
+from grid.autoscaler.hpa import HPA
+from grid.autoscaler.policy import PoolPolicy
+from grid.errors import ConfigError
+
+T0 = 1_767_571_200.0
+
+
+def trace(*levels: tuple[int, float], name: str = "t") -> Trace:
+    """Minutes at each load level, one point a minute."""
+    points, minute = [], 0
+    for minutes, load in levels:
+        for _ in range(minutes):
+            points.append((T0 + 60 * minute, load))
+            minute += 1
+    return Trace(name, {"": points})
+
+
+def policy(**fields: Any) -> PoolPolicy:
+    body: dict[str, Any] = {
+        "pool": "web", "min": 1, "max": 40, "evaluation_interval": "15s",
+        "cooldown": {"scale_up": "30s", "scale_down": "2m"},
+        "checks": [{"name": "rps", "strategy": "target_value", "metric": "request_rate",
+                    "target": 100, "window": "30s"}],
+        **fields,
+    }  # fmt: skip
+    return PoolPolicy.model_validate(body)
+
+
+# ---- traces ------------------------------------------------------------------------------
+
+
+def test_load_trace_formats(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text(
+        "timestamp,value,metric\n"
+        "2026-01-05T00:01:00Z,20,cpu_percent\n"
+        "1767571200,100,request_rate\n"
+        "# a comment\n\n"
+        "2026-01-05T00:00:00+00:00,10,cpu_percent\n"
+    )
+    loaded = load_trace(path)
+    assert loaded.name == "mixed"
+    assert loaded.points == {
+        "cpu_percent": [(T0, 10.0), (T0 + 60, 20.0)],
+        "request_rate": [(T0, 100.0)],
+    }
+    assert (loaded.start, loaded.end) == (T0, T0 + 120)
+
+
+@pytest.mark.parametrize(("text", "where"), [("ts,value\n1,x\n", ":2:"), ("", "no data rows")])
+def test_load_trace_errors(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=where):
+        load_trace(path)
+
+
+# ---- simulation --------------------------------------------------------------------------
+
+
+def test_flat_load_costs_exactly_its_nodes() -> None:
+    report = run_policy(policy(), trace((60, 400)))
+    assert report.node_minutes == pytest.approx(4 * 60, abs=1)
+    assert report.minutes_under_target == 0
+    assert report.scale_actions == 0 and report.direction_changes == 0
+
+
+def test_a_step_up_waits_for_spin_up_and_counts_minutes_under_target() -> None:
+    config = SimConfig(target=100, metric="request_rate", spin_up=120.0)
+    report = run_policy(policy(), trace((10, 400), (20, 800)), config)
+    (when, before, after, reason), *_ = report.actions
+    assert before == 4 and after > before
+    assert when >= T0 + 600
+    # under target from the step until the new nodes are ready: spin-up plus detection
+    assert 2.0 <= report.minutes_under_target <= 3.5
+    assert report.max_nodes == 8
+    assert "rps" in reason
+
+
+def test_direction_changes_count_reversals() -> None:
+    report = run_policy(policy(), trace((10, 400), (10, 800), (10, 400), (10, 800)))
+    directions = [1 if b > a else -1 for _, a, b, _ in report.actions]
+    expected = sum(1 for x, y in zip(directions, directions[1:], strict=False) if x != y)
+    assert report.direction_changes == expected >= 2
+
+
+def test_default_config_comes_from_the_policy() -> None:
+    assert default_sim_config(policy()) == SimConfig(target=100, metric="request_rate")
+    threshold = policy(checks=[{"strategy": "threshold", "metric": "cpu_percent", "upper": 75}])
+    assert default_sim_config(threshold, step=30.0).target == 75
+    with pytest.raises(ConfigError, match="no target"):
+        default_sim_config(policy(checks=[]))
+
+
+def test_oracle_is_never_under_target() -> None:
+    report = run_oracle(policy(), trace((10, 400), (10, 750)))
+    assert report.minutes_under_target == 0
+    assert report.node_minutes == pytest.approx(4 * 10 + 8 * 10, abs=1)
+
+
+# ---- the HPA baseline --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "sizes"),
+    [
+        # (seconds, current, per-pod value): 200 against 100 doubles ...
+        ([(0, 4, 200)], [8]),
+        # ... but at most +100 % or +4 pods per 15 s: 2 -> 6 (4 pods beats 100 %), then more
+        ([(0, 2, 1000), (5, 6, 333)], [6, 6]),
+        ([(0, 2, 1000), (15, 6, 333)], [6, 12]),
+        # within tolerance: nothing
+        ([(0, 10, 108)], [10]),
+        # scale-down waits for 5 minutes of lower recommendations
+        ([(0, 10, 100), (60, 10, 50), (299, 10, 50), (301, 10, 50)], [10, 10, 10, 5]),
+        # min/max clamp
+        ([(0, 10, 10)], [2]),
+        ([(0, 10, 1000)], [20]),
+    ],
+)
+def test_hpa(steps: list[tuple[float, int, float]], sizes: list[int]) -> None:
+    hpa = HPA(target=100, min_replicas=2, max_replicas=20)
+    assert [hpa.recommend(T0 + t, current, value) for t, current, value in steps] == sizes
+
+
+def test_hpa_baseline_on_a_step() -> None:
+    report = run_hpa(policy(), trace((10, 400), (20, 1600), (20, 400)))
+    assert report.max_nodes == 16
+    # the scale-down comes only after the 5-minute stabilisation window
+    down = [t for t, a, b, _ in report.actions if b < a]
+    assert down and 270 <= down[0] - (T0 + 30 * 60) <= 330
+
+
+def test_the_engine_configured_like_the_hpa_behaves_like_it() -> None:
+    """Tolerance 0.1, no scale-up cooldown, 5-minute scale-down stabilisation."""
+    like_hpa = policy(
+        tolerance=0.1,
+        cooldown={"scale_up": "0s", "scale_down": "5m"},
+        checks=[{"name": "rps", "strategy": "target_value", "metric": "request_rate",
+                 "target": 100, "window": "1m"}],
+    )  # fmt: skip
+    load = trace((20, 400), (30, 1000), (30, 600), (20, 300))
+    ours, theirs = run_policy(like_hpa, load), run_hpa(like_hpa, load)
+    assert ours.node_minutes == pytest.approx(theirs.node_minutes, rel=0.03)
+    assert ours.minutes_under_target == pytest.approx(theirs.minutes_under_target, abs=3)
+
+
+# ---- output ------------------------------------------------------------------------------
+
+
+def test_table_and_plot(tmp_path: Path) -> None:
+    load = trace((20, 400), (20, 900))
+    reports = [run_policy(policy(), load), run_hpa(policy(), load)]
+    table = format_table(reports)
+    assert table.splitlines()[0].startswith("| trace | controller | node-minutes")
+    assert "| t | web |" in table and "| t | hpa |" in table
+    out = tmp_path / "plot.png"
+    plot(reports, out, target=100)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "timeline" not in reports[0].to_dict()
+
+
+def test_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "step.csv"
+    csv.write_text("".join(f"{T0 + 60 * m},{400 if m < 20 else 900}\n" for m in range(40)))
+    policies = Path(__file__).parents[2] / "policies" / "requests-target.yaml"
+    assert main([str(policies), str(csv), "--hpa", "--oracle", "--step", "30s"]) == 0
+    out = capsys.readouterr().out
+    assert "| step | api |" in out and "| step | hpa |" in out and "| step | oracle |" in out
