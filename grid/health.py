@@ -48,8 +48,8 @@ def wait_healthy(
 ) -> dict[str, Any] | None:
     """Probe until healthy or `timeout`; stop early when `alive()` turns false.
 
-    The interval starts at 5 ms and doubles to 200 ms: a fresh node answers within
-    tens of milliseconds, a slow container within seconds.
+    The interval starts at 5 ms and doubles to 50 ms: a fresh process answers within tens
+    of milliseconds, a container within hundreds, and a probe of a closed port costs little.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -61,4 +61,4 @@ def wait_healthy(
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval)
-        interval = min(interval * 2, 0.2)
+        interval = min(interval * 2, 0.05)
