@@ -264,9 +264,7 @@ def run_hpa(
     return simulate(trace, HPAController(hpa, policy.pool, config.metric, window), policy, config)
 
 
-def run_oracle(
-    policy: PoolPolicy, trace: Trace, config: SimConfig | None = None
-) -> BacktestReport:
+def run_oracle(policy: PoolPolicy, trace: Trace, config: SimConfig | None = None) -> BacktestReport:
     """Perfect foresight, for reference: ceil(load / target) nodes, ready the moment needed.
 
     It is never under target and shows the least node-minutes that achieves that.

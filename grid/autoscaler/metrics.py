@@ -139,9 +139,7 @@ def merge_encoded(texts: Iterable[str]) -> Sketch:
                     key, _, count = item.partition(":")
                     side[key] += int(count)
         zero += int(zero_text)
-    return Sketch(
-        {int(k): c for k, c in pos.items()}, {int(k): c for k, c in neg.items()}, zero
-    )
+    return Sketch({int(k): c for k, c in pos.items()}, {int(k): c for k, c in neg.items()}, zero)
 
 
 def _bucket_value(key: int) -> float:
@@ -377,9 +375,7 @@ class MetricsStore:
         stats = self.window(pool, metric, window, now, with_p95=aggregation == "p95")
         return None if stats is None else stats.get(aggregation)
 
-    def series(
-        self, pool: str, metric: str, start: float, end: float
-    ) -> list[tuple[float, float]]:
+    def series(self, pool: str, metric: str, start: float, end: float) -> list[tuple[float, float]]:
         """Per-minute pool totals of `metric` between `start` and `end` (oldest first).
 
         Minutes after the sealed watermark are read from their hashes; those complete by
@@ -454,8 +450,12 @@ class MetricsStore:
                 values[name].append(float(value))
         return {
             name: {
-                "avg": sum(vals) / len(vals), "max": max(vals), "min": min(vals),
-                "p95": exact_quantile(vals), "last": vals[-1], "samples": len(vals),
+                "avg": sum(vals) / len(vals),
+                "max": max(vals),
+                "min": min(vals),
+                "p95": exact_quantile(vals),
+                "last": vals[-1],
+                "samples": len(vals),
             }  # fmt: skip
             for name, vals in sorted(values.items())
         }
@@ -501,9 +501,7 @@ class MemoryMetrics:
         hi = bisect.bisect_right(times, now)
         return combine(self._parts[(pool, metric)][lo:hi], with_p95)
 
-    def series(
-        self, pool: str, metric: str, start: float, end: float
-    ) -> list[tuple[float, float]]:
+    def series(self, pool: str, metric: str, start: float, end: float) -> list[tuple[float, float]]:
         keys = self._minute_keys.get((pool, metric), [])
         minutes = self._minutes[(pool, metric)]
         lo = bisect.bisect_right(keys, start - HISTORY_STEP)

@@ -125,7 +125,8 @@ def _describe(check: ThresholdCheck | TargetValueCheck, value: float) -> str:
 
 
 def threshold(check: ThresholdCheck, inp: CheckInput, current: int) -> Vote:
-    """Above `upper`: scale_up (add count/percent or set); below `lower`: scale_down; else hold."""
+    """Above `upper`: scale_up (add count/percent, or set); below `lower`: scale_down; in
+    between: hold. A one-sided threshold (upper or lower only) abstains on the other side."""
     if inp.error is not None or inp.value is None:
         return error_vote(check.name, check.strategy, inp.error or "no value")
     value = inp.value
@@ -146,9 +147,15 @@ def threshold(check: ThresholdCheck, inp: CheckInput, current: int) -> Vote:
             amount = down.remove if down.remove is not None else 1
             desired, how = max(0, current - step_amount(amount, current)), f"remove {amount}"
         reason = f"{seen} < lower {_fmt(check.lower)}: {how}"
-    else:
+    elif check.upper is not None and check.lower is not None:
         desired = current
-        reason = f"{seen} within [{_bound(check.lower)}, {_bound(check.upper)}]"
+        reason = f"{seen} within [{_fmt(check.lower)}, {_fmt(check.upper)}]"
+    else:  # one-sided: no opinion on the other direction, so no veto on it either
+        desired = None
+        if check.upper is not None:
+            reason = f"{seen} <= upper {_fmt(check.upper)} (no lower bound: no opinion)"
+        else:
+            reason = f"{seen} >= lower {_bound(check.lower)} (no upper bound: no opinion)"
     return make_vote(check.name, check.strategy, current, desired, reason, value=value)
 
 
@@ -159,9 +166,7 @@ def _bound(value: float | None) -> str:
 # ---- target value --------------------------------------------------------------------------
 
 
-def target_value(
-    check: TargetValueCheck, inp: CheckInput, current: int, tolerance: float
-) -> Vote:
+def target_value(check: TargetValueCheck, inp: CheckInput, current: int, tolerance: float) -> Vote:
     """Proportional rule; with `sum` the value is divided by the reporting nodes first."""
     if inp.error is not None or inp.value is None:
         return error_vote(check.name, check.strategy, inp.error or "no value")
@@ -176,9 +181,8 @@ def target_value(
     per_node = value / (base or current) if check.aggregation == "sum" else value
     desired = proportional(current, per_node, check.target, tol, base)
     ratio = per_node / check.target
-    reason = (
-        f"{_describe(check, value)}, target {_fmt(check.target)}: ratio {ratio:.3f}"
-        + (f" within tolerance {tol:g}" if desired == current else f" -> {desired}")
+    reason = f"{_describe(check, value)}, target {_fmt(check.target)}: ratio {ratio:.3f}" + (
+        f" within tolerance {tol:g}" if desired == current else f" -> {desired}"
     )
     return make_vote(
         check.name, check.strategy, current, desired, reason, value=value,

@@ -240,7 +240,7 @@ class ProcessPlatform(Platform):
             if proc is not None:
                 if proc.poll() is not None:
                     break
-            elif not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie":
+            elif _exited(pid):
                 break
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -249,8 +249,11 @@ class ProcessPlatform(Platform):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         else:
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).wait(timeout=5)
+            # not our child: it is dead once it is a zombie; reaping it is its parent's job
+            # (init's, for a node of a dead agent), which we need not wait for
+            deadline = time.monotonic() + 5
+            while not _exited(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     def _remove_dir(self, node_id: str, keep_data: bool = False) -> None:
         node_dir = self.node_dir(node_id)
@@ -378,6 +381,16 @@ class ProcessPlatform(Platform):
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _exited(pid: int) -> bool:
+    """True once `pid` has exited (gone, or a zombie waiting to be reaped)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def describe_exit(code: int | None) -> str:

@@ -106,15 +106,20 @@ class MasterRuntime:
             except redis.RedisError as exc:
                 log.warning("lease check failed: %s", exc)
                 held = False
-            if held and not self.is_leader:
-                self._elected()
-            elif not held and self.is_leader:
-                self._demoted()
+            try:
+                if held and not self.is_leader:
+                    self._elected()
+                elif not held and self.is_leader:
+                    self._demoted()
+            except Exception:  # noqa: BLE001 - the election thread must survive a Redis blip
+                log.exception(
+                    "leadership change failed; retrying", extra={"master_id": self.master_id}
+                )
             # the leader renews at a third of the lease; a standby polls often to take over fast
             self._stop.wait(ttl / 3 if self.is_leader else min(ttl / 3, 0.25))
 
     def _elected(self) -> None:
-        self.is_leader = True
+        # Redis writes first: if they fail we are not leading yet and the next round retries
         previous = self.state.r.hgetall(naming.leader_info_key())
         self.state.r.hset(
             naming.leader_info_key(),
@@ -126,6 +131,7 @@ class MasterRuntime:
             master_id=self.master_id,
             previous=previous.get("master_id", ""),
         )
+        self.is_leader = True
         log.info("elected leader", extra={"master_id": self.master_id})
         self.consumer.call_soon(self.consumer.add_task_queue, naming.MASTER_QUEUE)
         self._start_beat()

@@ -44,6 +44,9 @@ def test_killed_agent_is_replaced_and_its_stale_nodes_fenced(chaos: GridFactory)
             wait_gone(proc.pid)
         grid.wait_agents("agent-1")
         assert_invariants(grid)
+        # fencing is quick: the returning agent heartbeats at once, it is never seen silent
+        silent = grid.find_events("agent_degraded", "agent_offline", since=back, agent_id="agent-1")
+        assert not silent, [(e.type, e.message) for e in silent]
     print(
         f"\nagent kill -> offline {offline.ts - killed_at:.2f}s, "
         f"pool at strength {full_strength:.2f}s"

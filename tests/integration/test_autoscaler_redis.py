@@ -158,9 +158,7 @@ class Recorder:
         self.events.append((kind, payload))
 
     def tick(self, client: Redis, now: float, **kw: Any) -> list[Any]:
-        return evaluate_due_pools(
-            client, now, self.current_size, self.set_desired, self.emit, **kw
-        )
+        return evaluate_due_pools(client, now, self.current_size, self.set_desired, self.emit, **kw)
 
 
 def load(client: Redis, pool: str, now: float, cpu: float, nodes: int = 4) -> None:
@@ -268,8 +266,16 @@ def test_a_failing_set_desired_is_recorded(client: Redis) -> None:
 
 
 def test_predictive_memory_survives_between_ticks(client: Redis) -> None:
-    forecast = {"name": "f", "strategy": "predictive", "metric": "request_rate", "target": 100,
-                "history": "30m", "min_history": "10m", "horizon": "2m", "shadow": True}
+    forecast = {
+        "name": "f",
+        "strategy": "predictive",
+        "metric": "request_rate",
+        "target": 100,
+        "history": "30m",
+        "min_history": "10m",
+        "horizon": "2m",
+        "shadow": True,
+    }
     apply_policy(client, make_policy(checks=[forecast], evaluation_interval="1m"))
     store = MetricsStore(client)
     for minute in range(20):

@@ -104,12 +104,14 @@ CPU = {"strategy": "threshold", "metric": "cpu_percent", "upper": 80, "lower": 3
         ({}, 50, 4, "hold", 4),
         ({}, 80, 4, "hold", 4),  # bounds are exclusive
         ({}, 30, 4, "hold", 4),
-        ({"lower": None}, 5, 4, "hold", 4),  # upper only
-        ({"upper": None}, 99, 4, "hold", 4),  # lower only
+        ({"lower": None}, 95, 4, "up", 5),  # upper only
+        ({"lower": None}, 5, 4, "abstain", None),  # ... has no opinion below it
+        ({"upper": None}, 5, 4, "down", 3),  # lower only
+        ({"upper": None}, 99, 4, "abstain", None),
     ],
 )
 def test_threshold(
-    extra: dict[str, Any], value: float, current: int, action: str, desired: int
+    extra: dict[str, Any], value: float, current: int, action: str, desired: int | None
 ) -> None:
     body = {**CPU, **extra}
     result = threshold(check(**{k: v for k, v in body.items() if v is not None}),
