@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,11 @@ def agent_kills(grid: ChaosGrid, rounds: int, size: int) -> dict[str, Any]:
     return {"pool_at_strength_s": summary(full), "offline_detected_s": summary(offline)}
 
 
+def answers(worker: str) -> bool:
+    """The Celery worker `worker` answers a control ping (the master is up and standing by)."""
+    return bool(app.control.ping(destination=[worker], timeout=0.5))
+
+
 def leader_kills(grid: ChaosGrid, rounds: int) -> dict[str, Any]:
     elected, acting = [], []
     for _ in range(rounds):
@@ -137,8 +143,7 @@ def leader_kills(grid: ChaosGrid, rounds: int) -> dict[str, Any]:
         acting.append(placed.ts - killed_at)
         grid.wait_settled(timeout=60)
         grid.start_master(leader)  # a standby again for the next round
-        worker = naming.master_worker_name(leader, socket.gethostname())
-        wait_for(lambda w=worker: app.control.ping(destination=[w], timeout=0.5), 60,
+        wait_for(partial(answers, naming.master_worker_name(leader, socket.gethostname())), 60,
                  what=f"{leader} answering")  # fmt: skip
     assert_invariants(grid)
     return {"new_leader_s": summary(elected), "new_leader_acting_s": summary(acting)}

@@ -25,6 +25,7 @@ def placement_rules(client: Redis) -> dict[str, PlacementRules]:
 
 def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
     """Evaluate every due policy; a changed size is written and reconciled at once."""
+    from grid.autoscaler.metrics import MetricsStore  # noqa: PLC0415
     from grid.autoscaler.service import evaluate_due_pools  # noqa: PLC0415
 
     state, events = master.state, master.events
@@ -53,5 +54,12 @@ def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
             decision=payload,
         )
 
-    decisions = evaluate_due_pools(state.r, time.time(), current_size, set_desired, emit)
+    source = MetricsStore(
+        state.r,
+        retention=master.settings.metrics_retention,
+        history_retention=master.settings.metrics_history_retention,
+    )
+    decisions = evaluate_due_pools(
+        state.r, time.time(), current_size, set_desired, emit, source=source
+    )
     return {"evaluated": len(decisions), "changed": sum(1 for d in decisions if d.applied)}

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     metrics_interval: float = Field(5.0, gt=0, description="seconds between node samples")
     metrics_retention: float = Field(3600.0, gt=0, description="seconds of samples kept")
+    metrics_history_retention: float = Field(
+        7 * 86400.0, gt=0, description="seconds of per-minute pool history (forecasts)"
+    )
 
     http_host: str = Field("127.0.0.1", description="address of the master's pages")
     http_port: int = Field(8700, ge=-1, le=65535, description="master pages port; 0 any, -1 off")

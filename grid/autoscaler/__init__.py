@@ -13,13 +13,7 @@ from __future__ import annotations
 
 from grid.autoscaler.engine import Decision, PoolState, format_decision
 from grid.autoscaler.metrics import MetricsStore
-from grid.autoscaler.policy import (
-    PoolPolicy,
-    format_duration,
-    load_policy_file,
-    parse_duration,
-    validate_policy_text,
-)
+from grid.autoscaler.policy import PoolPolicy, load_policy_file, validate_policy_text
 from grid.autoscaler.service import (
     apply_policy,
     evaluate_due_pools,
@@ -28,6 +22,7 @@ from grid.autoscaler.service import (
     list_policies,
     remove_policy,
 )
+from grid.durations import format_duration, parse_duration
 
 __all__ = [
     "Decision",

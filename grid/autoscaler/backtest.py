@@ -39,9 +39,9 @@ from grid.autoscaler.policy import (
     TargetValueCheck,
     ThresholdCheck,
     load_policy_file,
-    parse_duration,
 )
 from grid.autoscaler.strategies import ceil_safe
+from grid.durations import parse_duration
 from grid.errors import ConfigError
 
 ALL_METRICS = ""  # the metric of a trace row with none: every metric the policy reads

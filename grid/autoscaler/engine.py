@@ -33,10 +33,10 @@ from grid.autoscaler.policy import (
     PoolPolicy,
     PredictiveCheck,
     ScheduleCheck,
-    format_duration,
     step_amount,
 )
-from grid.autoscaler.strategies import CheckInput, Vote, error_vote, vote
+from grid.autoscaler.strategies import CheckInput, StrategyCheck, Vote, error_vote, vote
+from grid.durations import format_duration
 
 
 class MetricsSource(Protocol):
@@ -190,7 +190,7 @@ def evaluate(
         merge = f"{winner.check} wins with {merged} (largest of {others})"
         why = f"{winner.check}: {winner.reason}"
     else:
-        winner, merged = None, current
+        merged = current
         merge = f"no check voted: hold at {current}"
         why = "no check voted"
 
@@ -235,7 +235,7 @@ def evaluate(
 
 
 def _vote(
-    check: Any,
+    check: StrategyCheck,
     inputs: Mapping[str, CheckInput],
     current: int,
     policy: PoolPolicy,

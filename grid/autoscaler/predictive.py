@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grid.autoscaler.policy import PredictiveCheck, format_duration
+from grid.autoscaler.policy import PredictiveCheck
 from grid.autoscaler.strategies import (
     CheckInput,
     Vote,
@@ -34,6 +34,7 @@ from grid.autoscaler.strategies import (
     make_vote,
     proportional,
 )
+from grid.durations import format_duration
 
 MAX_PENDING = 500  # forecasts waiting for their actual value
 

@@ -19,9 +19,9 @@ from grid.autoscaler.policy import (
     ScheduleCheck,
     TargetValueCheck,
     ThresholdCheck,
-    format_duration,
     step_amount,
 )
+from grid.durations import format_duration
 
 Action = Literal["up", "down", "hold", "abstain", "error"]
 

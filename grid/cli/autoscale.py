@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,26 +182,9 @@ def explain(ctx: Context, pool: str, count: int, as_json: bool) -> None:
     if as_json:
         emit_json([d.to_dict() for d in decisions])
         return
-    for d in reversed(decisions):
-        stamp = datetime.fromtimestamp(d.ts).strftime("%H:%M:%S")
-        flags = " (dry run)" if d.dry_run else ""
-        click.echo(
-            click.style(
-                f"{stamp}  {d.current} -> {d.desired}  {d.action}{flags}: {d.reason}", bold=True
-            )
-        )
-        for v in d.votes:
-            value = f" = {v.value:.3g}" if v.value is not None else ""
-            vote = "abstains" if v.desired is None else f"votes {v.desired}"
-            shadow = " [shadow]" if v.shadow else ""
-            click.echo(f"    {v.check} ({v.strategy}{value}) {vote}{shadow}: {v.reason}")
-        click.echo(f"    merge: {d.merge} -> {d.merged}")
-        for clamp in d.clamps:
-            click.echo(f"    clamp: {clamp}")
-        if d.cooldown:
-            click.echo(f"    cooldown: {d.cooldown}")
-        if d.error:
-            click.echo(f"    error: {d.error}")
+    from grid.autoscaler.engine import format_decision  # noqa: PLC0415
+
+    click.echo("\n\n".join(format_decision(d) for d in reversed(decisions)))
 
 
 @policy.command()

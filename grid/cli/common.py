@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +11,8 @@ from typing import Any
 import click
 
 from grid.connection import connect, resolve_redis_url
-from grid.errors import ConfigError, GridError
+from grid.durations import parse_duration
+from grid.errors import GridError
 from grid.rtypes import Redis
 from grid.settings import Settings, load_settings
 from grid.state import GridState
@@ -87,18 +87,6 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("(none)")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '5m', '1h', '2d', '250ms' or plain seconds, to seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ConfigError(f"bad duration {text!r}: use a number with ms, s, m, h or d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
 class Duration(click.ParamType[float, Any]):
     name = "duration"
 
@@ -109,7 +97,7 @@ class Duration(click.ParamType[float, Any]):
             return float(value)
         try:
             return parse_duration(str(value))
-        except ConfigError as exc:
+        except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 

@@ -99,7 +99,11 @@ class AgentRuntime:
         self._heartbeat_thread: threading.Thread | None = None
         self.registration_ms = 0.0
         self.sampler = NodeSampler(
-            MetricsStore(client, retention=settings.metrics_retention),
+            MetricsStore(
+                client,
+                retention=settings.metrics_retention,
+                history_retention=settings.metrics_history_retention,
+            ),
             self.sampled_nodes,
             source=self.agent_id,
             interval=settings.metrics_interval,

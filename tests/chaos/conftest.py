@@ -91,7 +91,10 @@ def netns() -> Iterator[NetNS]:
         shutil.which("ip") is not None and os.geteuid() == 0, "ip netns needs root and iproute2"
     )
     tag = f"{os.getpid() % 100000}"
-    octet = os.getpid() % 250 + 1
+    in_use = _ip("-4", "-o", "addr", "show").stdout
+    octet = next(
+        o for i in range(250) if f"10.231.{(o := (os.getpid() + i) % 250 + 1)}." not in in_use
+    )
     ns = NetNS(
         name=f"gridchaos-{tag}",
         host_if=f"gch{tag}h",

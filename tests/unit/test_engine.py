@@ -83,8 +83,9 @@ def test_on_check_error_fail_holds() -> None:
 
 
 def test_a_check_that_raises_becomes_an_error_vote() -> None:
-    decision = decide(make_policy(), {"a": CheckInput(value=float("nan")), **votes_for(None, 12)})
-    assert decision.votes[0].action in ("error", "hold")
+    decision = decide(make_policy(), {**votes_for(None, 12), "a": CheckInput(value=float("nan"))})
+    assert decision.votes[0].action == "error"
+    assert decision.votes[0].reason.startswith("ValueError")
     assert decision.desired == 12
 
 

@@ -12,12 +12,11 @@ import yaml
 from grid.autoscaler.policy import (
     PoolPolicy,
     TargetValueCheck,
-    format_duration,
     load_policy_file,
-    parse_duration,
     step_amount,
     validate_policy_text,
 )
+from grid.durations import format_duration, parse_duration
 from grid.errors import PolicyError
 
 
