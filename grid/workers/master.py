@@ -83,6 +83,7 @@ class MasterRuntime:
         self._beat_thread: threading.Thread | None = None
         self._election_thread: threading.Thread | None = None
         self.web_url = ""
+        self._reconcile_lock = threading.RLock()
 
     # ---- election -------------------------------------------------------------------
 
@@ -135,7 +136,8 @@ class MasterRuntime:
         log.info("elected leader", extra={"master_id": self.master_id})
         self.consumer.call_soon(self.consumer.add_task_queue, naming.MASTER_QUEUE)
         self._start_beat()
-        app.send_task("grid.reconcile", args=["leader elected"], queue=naming.MASTER_QUEUE)
+        # act now rather than when the consumer has subscribed (a Celery loop turn later)
+        self.reconcile("leader elected")
 
     def _demoted(self) -> None:
         self.is_leader = False
@@ -183,6 +185,12 @@ class MasterRuntime:
         return self.is_leader and self.state.lease_holder(naming.leader_key()) == self.token
 
     def reconcile(self, reason: str = "") -> dict[str, Any]:
+        """Diff desired against actual and act. Serialised: the election thread and the
+        worker's tasks may both call it."""
+        with self._reconcile_lock:
+            return self._reconcile(reason)
+
+    def _reconcile(self, reason: str) -> dict[str, Any]:
         if not self._leading():
             return {"skipped": "not the leader"}
         rules = self._placement_rules()
