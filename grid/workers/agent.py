@@ -153,6 +153,9 @@ class AgentRuntime:
         rec = self.record()
         if existing is not None:
             rec.draining = existing.draining  # an operator's drain survives a restart
+            # Keep a degraded/offline status: the master's health check then sees the fresh
+            # heartbeat and records agent_recovered with the real downtime.
+            rec.status = existing.status
         self.state.register_agent(rec)
         self.events.emit(
             EventType.AGENT_REGISTERED,

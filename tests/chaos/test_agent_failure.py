@@ -43,6 +43,11 @@ def test_killed_agent_is_replaced_and_its_stale_nodes_fenced(chaos: GridFactory)
         for proc in old.values():
             wait_gone(proc.pid)
         grid.wait_agents("agent-1")
+        # the master records the return with the real downtime: from its last beat to now
+        recovered = grid.wait_event("agent_recovered", since=back, agent_id="agent-1")[0]
+        assert recovered.data["was"] == "offline"
+        assert recovered.data["downtime_s"] >= recovered.ts - killed_at - 1.5
+        assert recovered.data["downtime_s"] <= recovered.ts - killed_at + 1.5
         assert_invariants(grid)
         # fencing is quick: the returning agent heartbeats at once, it is never seen silent
         silent = grid.find_events("agent_degraded", "agent_offline", since=back, agent_id="agent-1")
