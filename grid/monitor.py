@@ -95,11 +95,16 @@ def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -
 def cluster_state(
     agents: Sequence[AgentRecord], desired: dict[str, int], nodes: Sequence[NodeRecord]
 ) -> tuple[str, str]:
-    """(healthy | degraded | critical, why)."""
+    """(healthy | degraded | critical, why).
+
+    Nodes being started (pending, starting) count as present: a scale-up in progress is not
+    an outage. Crashed, failed, lost and missing nodes are what degrade a pool.
+    """
     want = sum(desired.values())
+    on_the_way = {NodeStatus.RUNNING.value, NodeStatus.PENDING.value, NodeStatus.STARTING.value}
     running = {p: 0 for p in desired}
     for node in nodes:
-        if node.status == NodeStatus.RUNNING.value and node.pool in running:
+        if node.status in on_the_way and node.pool in running:
             running[node.pool] += 1
     online = [a for a in agents if a.status == AgentStatus.ONLINE.value]
     if want and not online:

@@ -301,6 +301,8 @@ def test_status_json(env: dict[str, str], state: GridState) -> None:
         (1, "degraded", "degraded"),
         (2, "online", "degraded"),
         (3, "online", "critical"),
+        (4, "online", "healthy"),  # a scale-up in progress is not an outage
+        (5, "online", "degraded"),
     ],
 )
 def test_status_cluster_state(
@@ -309,6 +311,16 @@ def test_status_cluster_state(
     state.register_agent(AgentRecord("agent-1"))
     state.register_agent(AgentRecord("agent-2", status=agent2))
     state.create_nodes([NodeRecord("default-1", agent_id="agent-1", status="running")])
+    if desired >= 4:  # two more on their way and one running: 4 present
+        state.create_nodes(
+            [
+                NodeRecord("default-2", agent_id="agent-1", status="pending"),
+                NodeRecord("default-3", agent_id="agent-2", status="starting"),
+                NodeRecord("default-4", agent_id="agent-2", status="running"),
+            ]
+        )
+    if desired == 5:  # the fifth crashed and waits for its restart: degraded
+        state.create_nodes([NodeRecord("default-5", agent_id="agent-1", status="restarting")])
     state.set_desired("default", desired)
     assert json.loads(invoke(env, "status", "--json").stdout)["cluster"] == expected
 
