@@ -35,15 +35,16 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-def summary(seconds: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
-    """p50/p90/p99/max/min/mean and n of durations in seconds, in ms (scale 1000) or s (1)."""
+def summary(seconds: Sequence[float], scale: float = 1000.0, digits: int = 2) -> dict[str, float]:
+    """p50/p90/p99/max/min/mean and n of durations in seconds, in ms (scale 1000) or s (1),
+    rounded to `digits` decimals."""
     xs = [s * scale for s in seconds]
-    stats = {f"p{p}": round(percentile(xs, p), 2) for p in (50, 90, 99)}
+    stats = {f"p{p}": round(percentile(xs, p), digits) for p in (50, 90, 99)}
     return {
         **stats,
-        "max": round(max(xs), 2),
-        "min": round(min(xs), 2),
-        "mean": round(sum(xs) / len(xs), 2),
+        "max": round(max(xs), digits),
+        "min": round(min(xs), digits),
+        "mean": round(sum(xs) / len(xs), digits),
         "n": len(xs),
     }
 
@@ -123,13 +124,14 @@ def measure_adapter(
     *,
     health_timeout: float = HEALTH_TIMEOUT,
     grace: float = STOP_GRACE,
+    digits: int = 2,
 ) -> dict[str, Any]:
     """Spawn, wait healthy and stop `warmup + count` nodes in turn; summarise the last `count`.
 
     `make_spec(i)` gives the spec of round i (a fresh node id each). Returns the summaries
     (ms) `spawn_call_ms` (spawn() returns), `spawn_to_healthy_ms` (spawn() called → first
-    /health 200) and `stop_call_ms` (stop(grace) returns). A round that fails raises, after
-    removing its node.
+    /health 200) and `stop_call_ms` (stop(grace) returns), rounded to `digits` decimals. A
+    round that fails raises, after removing its node.
     """
 
     def one(index: int) -> tuple[float, float, float]:
@@ -159,7 +161,7 @@ def measure_adapter(
     return {
         "count": count,
         "warmup": warmup,
-        "spawn_call_ms": summary([r[0] for r in rounds]),
-        "spawn_to_healthy_ms": summary([r[1] for r in rounds]),
-        "stop_call_ms": summary([r[2] for r in rounds]),
+        "spawn_call_ms": summary([r[0] for r in rounds], digits=digits),
+        "spawn_to_healthy_ms": summary([r[1] for r in rounds], digits=digits),
+        "stop_call_ms": summary([r[2] for r in rounds], digits=digits),
     }

@@ -1,7 +1,8 @@
 """Core benchmarks (issue 2): Celery baseline, dispatch, spawn-to-healthy, registration, scale.
 
 One run starts its own embedded Redis (grid.redis_server), a master and two process agents
-(max 50 nodes each) as real `grid` processes, measures, and removes everything it started:
+(max 50 nodes each) as real `grid` processes (tests/gridproc.py's LocalGrid, with the grid's
+default settings), measures, and removes everything it started:
 
   a. baseline: a raw Celery round trip (apply_async().get()) of a trivial task to a solo
      worker on the same Redis;
@@ -19,35 +20,34 @@ One run starts its own embedded Redis (grid.redis_server), a master and two proc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
-import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-from celery import Celery
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.*, tests.*
 
-from grid import naming
-from grid.celery_app import configure
-from grid.connection import redis_client
-from grid.events import EventLog, EventType
-from grid.health import wait_healthy
-from grid.platforms import create_platform
-from grid.platforms.base import NodeSpec
-from grid.redis_server import EmbeddedRedis
-from grid.state import AgentRecord, GridState, owner_token
-from grid.workers.agent import resolve_node_command
+from celery import Celery  # noqa: E402
+
+from bench import common  # noqa: E402
+from bench.common import machine, measure_adapter  # noqa: E402
+from grid import naming  # noqa: E402
+from grid.celery_app import configure  # noqa: E402
+from grid.connection import redis_client  # noqa: E402
+from grid.events import EventLog, EventType  # noqa: E402
+from grid.platforms import create_platform  # noqa: E402
+from grid.platforms.base import NodeSpec  # noqa: E402
+from grid.redis_server import EmbeddedRedis  # noqa: E402
+from grid.state import AgentRecord, GridState, owner_token  # noqa: E402
+from grid.workers.agent import resolve_node_command  # noqa: E402
+from tests.gridproc import LocalGrid, stop_process  # noqa: E402
 
 ECHO_QUEUE = "bench.echo"
 AGENTS = ("bench-1", "bench-2")
@@ -57,18 +57,12 @@ MAX_NODES = 50
 # ---- statistics -----------------------------------------------------------------------------
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+DIGITS = 3  # decimals of every figure this bench reports
 
 
-def summary(values: list[float], scale: float = 1000.0) -> dict[str, float]:
-    """p50/p90/p99/min/max/mean of seconds, in ms (scale 1000) or s (scale 1)."""
-    xs = [v * scale for v in values]
-    out = {f"p{p}": round(percentile(xs, p), 3) for p in (50, 90, 99)}
-    out.update(min=round(min(xs), 3), max=round(max(xs), 3), mean=round(sum(xs) / len(xs), 3))
-    return {**out, "n": len(xs)}
+def summary(values: Sequence[float], scale: float = 1000.0) -> dict[str, float]:
+    """`bench.common.summary` of seconds, in ms (scale 1000) or s (scale 1), to DIGITS."""
+    return common.summary(values, scale, digits=DIGITS)
 
 
 # ---- the Celery baseline ------------------------------------------------------------------------
@@ -144,95 +138,16 @@ def bench_baseline(url: str, count: int, warmup: int, logs: Path) -> dict[str, A
 # ---- grid processes ---------------------------------------------------------------------------
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    """SIGTERM (a warm shutdown), SIGKILL to its process group after `timeout`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
-
-
-class Grid:
-    """A master and agents as `grid` processes on the benchmark's Redis."""
-
-    def __init__(self, url: str, home: Path) -> None:
-        self.url = url
-        self.home = home
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GRID_")},
-            "GRID_REDIS_URL": url,
-            "GRID_HOME": str(home),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        (home / "logs").mkdir(parents=True, exist_ok=True)
-        self.client = redis_client(url)
-        self.state = GridState(self.client)
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.home / "logs" / f"{name}.log").open("ab") as out:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "grid.cli.main", *args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "grid.cli.main", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def log(self, name: str) -> str:
-        return (self.home / "logs" / f"{name}.log").read_text(errors="replace")
-
-    def wait(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            dead = [n for n, p in self.procs.items() if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{dead} exited: {self.log(dead[0])[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
-    def node_processes(self) -> Iterator[psutil.Process]:
-        home = str(self.home)
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = proc.info.get("cmdline") or []
-            if any("grid-node" in p or "grid.node.server" in p for p in cmd[:3]) and any(
-                p.startswith(home) for p in cmd
-            ):
-                yield proc
-
-    def close(self) -> list[int]:
-        """Agents first (they stop their nodes), then the rest; returns leaked node pids."""
-        agents = [n for n in self.procs if n.startswith("bench-")]
-        for name in agents:
-            if self.procs[name].poll() is None:
-                self.procs[name].send_signal(signal.SIGTERM)
-        for name in agents:
-            stop_process(self.procs[name], timeout=60)
-        for proc in self.procs.values():
-            stop_process(proc, timeout=30)
-        leaked = []
-        for node in self.node_processes():
-            leaked.append(node.pid)
-            with contextlib.suppress(psutil.Error):
-                node.kill()
-        self.client.close()
-        return leaked
+def wait(grid: LocalGrid, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll `check`; fail at once, with its log, when one of the grid's processes exits."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        dead = [n for n, p in grid.procs.items() if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead} exited: {grid.log(dead[0])[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 # ---- b: dispatch -------------------------------------------------------------------------------
@@ -267,32 +182,22 @@ def bench_dispatch(url: str, agent_id: str, count: int, warmup: int) -> dict[str
 def bench_spawn(root: Path, count: int, warmup: int) -> dict[str, Any]:
     plat = create_platform("process", "bench-local", {"root": str(root)})
     command = resolve_node_command("grid-node")
-    to_ready, to_healthy, to_stop = [], [], []
+
+    def make_spec(i: int) -> NodeSpec:
+        return NodeSpec(node_id=f"bench-{i}", agent_id="bench-local", pool="bench", command=command)
+
     try:
-        for i in range(warmup + count):
-            spec = NodeSpec(
-                node_id=f"bench-{i}", agent_id="bench-local", pool="bench", command=command
-            )
-            start = time.perf_counter()
-            handle = plat.spawn(spec)
-            ready = time.perf_counter()
-            body = wait_healthy(handle.endpoint, 15.0)
-            healthy = time.perf_counter()
-            if body is None:
-                raise RuntimeError(f"grid-node {spec.node_id} never answered /health")
-            plat.stop(spec.node_id, grace=5.0)
-            stopped = time.perf_counter()
-            if i >= warmup:
-                to_ready.append(ready - start)
-                to_healthy.append(healthy - start)
-                to_stop.append(stopped - healthy)
+        # spawn() of the process adapter returns once the node wrote its port on the ready fd
+        timed = measure_adapter(
+            plat, make_spec, count, warmup, health_timeout=15.0, grace=5.0, digits=DIGITS
+        )
     finally:
         plat.close()
     return {
         "command": command,
-        "spawn_to_healthy": summary(to_healthy),
-        "spawn_to_port": summary(to_ready),
-        "stop": summary(to_stop),
+        "spawn_to_healthy": timed["spawn_to_healthy_ms"],
+        "spawn_to_port": timed["spawn_call_ms"],
+        "stop": timed["stop_call_ms"],
     }
 
 
@@ -342,9 +247,9 @@ def bench_registration(url: str, count: int) -> dict[str, Any]:
 _ELAPSED = re.compile(r"nodes running \(([\d.]+)s\)")
 
 
-def scale(grid: Grid, size: int) -> dict[str, float]:
+def scale(grid: LocalGrid, size: int) -> dict[str, float]:
     start = time.perf_counter()
-    result = grid.cli("scale", "--nodes", str(size), "--timeout", "300s")
+    result = grid.cli("scale", "--nodes", str(size), "--timeout", "300s", timeout=300)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"grid scale --nodes {size} failed: {result.stderr[-2000:]}")
@@ -352,7 +257,7 @@ def scale(grid: Grid, size: int) -> dict[str, float]:
     return {"wall": wall, "reported": float(match.group(1)) if match else float("nan")}
 
 
-def bench_scale(grid: Grid, nodes: int, reps: int) -> dict[str, Any]:
+def bench_scale(grid: LocalGrid, nodes: int, reps: int) -> dict[str, Any]:
     ups, downs = [], []
     spawn_ms: list[float] = []
     for _ in range(reps):
@@ -387,43 +292,25 @@ def bench_scale(grid: Grid, nodes: int, reps: int) -> dict[str, Any]:
 # ---- the run ------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine()}
     tmp = Path(tempfile.mkdtemp(prefix="grid-bench-core-"))
     server = EmbeddedRedis(data_dir=tmp / "redis")
-    grid: Grid | None = None
+    grid: LocalGrid | None = None
     try:
         url = server.start()
         result["redis"] = {"url": url, "appendonly": server.appendonly}
         logs = tmp / "home" / "logs"
         logs.mkdir(parents=True)
-        grid = Grid(url, tmp / "home")
-        grid.start("master", "master", "--id", "bench-master")
+        grid = LocalGrid(url, tmp / "home", timings=None)  # the grid's default settings
+        grid.start_master()
         for agent_id in AGENTS:
-            grid.start(agent_id, "agent", "--id", agent_id, "--max-nodes", str(MAX_NODES))
+            grid.start_agent(agent_id, MAX_NODES)
         progress("baseline: Celery round trip")
         result["baseline"] = bench_baseline(url, args.count, args.warmup, logs)
         progress("grid up")
-        grid.wait("leader", lambda: grid is not None and bool(grid.client.get(naming.leader_key())))
-        grid.wait("agents", lambda: grid is not None and len(grid.state.agents()) == len(AGENTS))
+        wait(grid, "leader", lambda: bool(grid.client.get(naming.leader_key())))
+        wait(grid, "agents", lambda: len(grid.state.agents()) == len(AGENTS))
         result["agent_printed_registration_ms"] = [
             float(m.group(1))
             for a in AGENTS
@@ -443,12 +330,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     result["leaked_node_processes"] = leaked
-    result["verdict"] = verdict(result)
+    result["verdict"] = targets(result)
     return result
 
 
-def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    checks = {
+def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    checks: dict[str, tuple[float | None, float]] = {
         "dispatch p50 <= 3 ms": (result["dispatch"]["send_to_start"]["p50"], 3.0),
         "spawn-to-healthy p50 <= 150 ms": (result["spawn"]["spawn_to_healthy"]["p50"], 150.0),
         "registration p50 <= 5 ms": (result["registration"]["claim_and_register"]["p50"], 5.0),
@@ -456,7 +343,7 @@ def verdict(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "scale" in result:
         checks["0->N wall p50 <= 10 s"] = (result["scale"]["up_wall"]["p50"], 10.0)
         checks["N->0 wall p50 <= 5 s"] = (result["scale"]["down_wall"]["p50"], 5.0)
-    return {k: {"value": v, "target": t, "met": v <= t} for k, (v, t) in checks.items()}
+    return common.verdict(checks)
 
 
 def progress(message: str) -> None:

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -54,9 +53,9 @@ from bench.common import (  # noqa: E402
 from grid.naming import node_labels  # noqa: E402
 from grid.platforms import PLATFORM_NAMES, create_platform  # noqa: E402
 from grid.platforms.base import NodeHandle, NodeSpec, node_argv  # noqa: E402
+from grid.platforms.process import READY_FD_ENV, read_ready_port  # noqa: E402
 
 AGENT_ID = "bench-agent"
-READY_FD_ENV = "GRID_READY_FD"
 PORT_TIMEOUT = 30.0
 # spawn → healthy p50 the product report (seed/COMPLETION_STATUS.md) claims, in ms
 CLAIMS_MS = {"process": 50.0, "docker": 500.0, "kubernetes": 2000.0}
@@ -149,7 +148,7 @@ class RawNode:
             self.nodes[spec.node_id] = (proc, data_dir)
             os.close(write_fd)
             write_fd = -1
-            port = self._read_port(read_fd, proc)
+            port = read_ready_port(read_fd, proc, PORT_TIMEOUT)
         finally:
             for fd in (read_fd, write_fd):
                 if fd >= 0:
@@ -163,18 +162,6 @@ class RawNode:
             started_at=time.time(),
             pid=proc.pid,
         )
-
-    @staticmethod
-    def _read_port(fd: int, proc: subprocess.Popen[bytes]) -> int:
-        deadline = time.monotonic() + PORT_TIMEOUT
-        data = b""
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(fd, 64) if ready else b""
-            if not chunk:
-                raise RuntimeError(f"no port on the ready pipe (exit {proc.poll()}, got {data!r})")
-            data += chunk
-        return int(data)
 
     def stop(self, node_id: str, grace: float) -> None:
         """SIGTERM, wait up to `grace`; the node must exit 0 within it."""

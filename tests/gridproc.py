@@ -1,7 +1,8 @@
 """A real local grid for tests: master and agent processes on the test Redis.
 
 Every process is started here and ended here by PID; `close()` also ends any node process
-still recorded under this grid's home (and the test then fails on the leak).
+still recorded under this grid's home (and the test then fails on the leak). `bench/core.py`
+and `bench/chaos.py` drive their grids through it too, so nothing here may need a fixture.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,45 @@ FAST_TIMINGS = {
 }
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM (a warm shutdown), SIGKILL to its process group after `timeout`; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
 class LocalGrid:
-    def __init__(self, redis_url: str, home: Path, env: dict[str, str] | None = None) -> None:
+    """Master and agent processes of one grid (its own GRID_HOME) on a Redis.
+
+    `timings` are the GRID_* settings every process gets, FAST_TIMINGS for tests by default;
+    `timings=None` runs the grid's own defaults, and then none of this process's GRID_*
+    variables is passed on either. `env` is applied last, over both.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        home: Path,
+        env: dict[str, str] | None = None,
+        *,
+        timings: Mapping[str, str] | None = FAST_TIMINGS,
+    ) -> None:
         self.redis_url = redis_url
         self.home = home
+        inherited = {
+            k: v for k, v in os.environ.items() if timings is not None or not k.startswith("GRID_")
+        }
         self.env = {
-            **os.environ,
+            **inherited,
             "GRID_REDIS_URL": redis_url,
             "GRID_HOME": str(home),
             "PYTHONUNBUFFERED": "1",
-            **FAST_TIMINGS,
+            **(timings or {}),
             **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -106,14 +136,7 @@ class LocalGrid:
         self.procs[name].wait(timeout=10)
 
     def stop(self, name: str, timeout: float = 60) -> int:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait()
+        return stop_process(self.procs[name], timeout)
 
     # ---- waiting ----------------------------------------------------------------------
 
@@ -122,7 +145,7 @@ class LocalGrid:
             value = self.client.get("grid:leader")
             return str(value) if value else None
 
-        return wait_for(holder, timeout, what="a leading master")
+        return str(wait_for(holder, timeout, what="a leading master"))  # not None: it waited
 
     def wait_agents(self, *agent_ids: str, timeout: float = 30) -> None:
         def online() -> bool:
@@ -144,7 +167,7 @@ class LocalGrid:
             return None
 
         result = wait_for(settled, timeout, interval=0.05, what=f"pool {pool} at {size} running")
-        return [n for n in result if n.node_id != "none"]
+        return [n for n in result or [] if n.node_id != "none"]  # not None: it waited
 
     def events(self, type_: str) -> list[dict[str, Any]]:
         rows = self.client.xrange("grid:events")

@@ -1,4 +1,5 @@
-"""Shared test helpers: waiting on conditions with deadlines, and service requirements."""
+"""Shared test helpers: waiting on conditions with deadlines, service requirements, and the
+fields the CLI's JSON output holds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ from typing import TypeVar
 import pytest
 
 T = TypeVar("T")
+
+# Every row of `grid nodes --json` (and `grid node-status --json`) holds at least these.
+NODE_FIELDS = {
+    "node_id",
+    "agent_id",
+    "pool",
+    "status",
+    "pid",
+    "port",
+    "endpoint",
+    "restart_count",
+    "generation",
+    "created_at",
+    "started_at",
+    "error",
+    "platform",
+    "memory_mb",
+}
 
 
 def wait_for(

@@ -14,8 +14,8 @@
    direction (a pool that just grew is not shrunk straight away), and a scale-down goes no
    lower than the largest merged vote of the last `cooldown.scale_down` (the Kubernetes HPA's
    stabilisation window: capacity is released only once no check has wanted it for that
-   long, which is what stops flapping on noisy load). A move that brings a pool back inside
-   its bounds ignores the cooldown.
+   long, which is what stops flapping on noisy load; an evaluation where no check voted is
+   no vote). A move that brings a pool back inside its bounds ignores the cooldown.
 
 The engine is pure: the caller passes the inputs and the pool's state and gets a Decision
 (JSON-serialisable, it carries every step) and, via :func:`next_state`, the new state.
@@ -209,7 +209,8 @@ def evaluate(
             why_floor = f"largest vote of the last {format_duration(window)}"
             clamps.append({"rule": "stabilization", "from": target, "to": floor, "why": why_floor})
             target = floor
-    recent.append((now, merged))
+    if counted:  # an evaluation where no check voted says nothing about the capacity needed
+        recent.append((now, merged))
     target = _step_limit(policy, current, target, clamps)
 
     direction = "up" if target > current else "down" if target < current else None

@@ -6,16 +6,18 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from grid.connection import connect, resolve_redis_url
 from grid.durations import parse_duration
-from grid.errors import GridError
+from grid.errors import GridError, NotFoundError
 from grid.rtypes import Redis
 from grid.settings import Settings, load_settings
-from grid.state import GridState
+from grid.state import AgentRecord, GridState, NodeRecord, Record
+
+R = TypeVar("R", bound=Record)
 
 
 class Context:
@@ -85,6 +87,35 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo(click.style(line, bold=True) if n == 0 else line)
     if not rows:
         click.echo("(none)")
+
+
+def print_records(
+    records: Sequence[R],
+    as_json: bool,
+    headers: Sequence[str],
+    row: Callable[[R], Sequence[Any]],
+) -> None:
+    """`--json`: the records as a JSON list of their fields; otherwise a table of `row(r)`."""
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    table([row(r) for r in records], headers)
+
+
+def known_node(state: GridState, node_id: str) -> NodeRecord:
+    """The node's record; NotFoundError when there is none."""
+    rec = state.node(node_id)
+    if rec is None:
+        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    return rec
+
+
+def known_agent(state: GridState, agent_id: str) -> AgentRecord:
+    """The agent's record; NotFoundError when there is none."""
+    rec = state.agent(agent_id)
+    if rec is None:
+        raise NotFoundError(f"unknown agent {agent_id!r} (see 'grid agents')")
+    return rec
 
 
 class Duration(click.ParamType[float, Any]):

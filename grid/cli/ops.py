@@ -7,8 +7,8 @@ import time
 import click
 
 from grid import naming
-from grid.cli.common import Context, Duration, fail, pass_ctx, wait_until
-from grid.errors import ConfigError, NotFoundError
+from grid.cli.common import Context, Duration, fail, known_agent, known_node, pass_ctx, wait_until
+from grid.errors import ConfigError
 from grid.events import EventLog, EventType
 from grid.state import AgentStatus, GridState, NodeRecord, NodeStatus
 
@@ -106,9 +106,7 @@ def spawn(
     """Start one node on a given agent, outside any scaled pool."""
     _check_pool(pool)
     state = ctx.state
-    agent = state.agent(agent_id)
-    if agent is None:
-        raise NotFoundError(f"unknown agent {agent_id!r} (see 'grid agents')")
+    agent = known_agent(state, agent_id)
     if agent.status != AgentStatus.ONLINE.value:
         fail(f"agent {agent_id} is {agent.status}", code=1)
     used = sum(1 for n in state.nodes(agent_id=agent_id) if n.status != NodeStatus.LOST.value)
@@ -155,9 +153,7 @@ def spawn(
 def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
     """Stop one node. A node of a scaled pool is replaced: use `grid scale` to shrink."""
     state = ctx.state
-    rec = state.node(node_id)
-    if rec is None:
-        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    rec = known_node(state, node_id)
     state.update_node(node_id, status=NodeStatus.STOPPING)
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
         EventType.STOP_REQUESTED, f"node {node_id} asked to stop",
@@ -175,8 +171,7 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
 
 def _set_draining(ctx: Context, agent_id: str, draining: bool) -> GridState:
     state = ctx.state
-    if state.agent(agent_id) is None:
-        raise NotFoundError(f"unknown agent {agent_id!r} (see 'grid agents')")
+    known_agent(state, agent_id)
     state.update_agent(agent_id, draining=draining)
     kind = EventType.AGENT_DRAINING if draining else EventType.AGENT_UNDRAINED
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(

@@ -9,8 +9,17 @@ from typing import Any
 import click
 
 from grid import naming
-from grid.cli.common import Context, Duration, ago, emit_json, json_option, pass_ctx, table
-from grid.errors import ConfigError, NotFoundError
+from grid.cli.common import (
+    Context,
+    Duration,
+    ago,
+    emit_json,
+    json_option,
+    known_node,
+    pass_ctx,
+    print_records,
+)
+from grid.errors import ConfigError
 from grid.events import EVENT_TYPES, Event, EventLog
 from grid.health import probe
 from grid.report import status_report
@@ -23,26 +32,21 @@ from grid.report import status_report
 @pass_ctx
 def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -> None:
     """List nodes: id, pool, agent, status, pid, port, endpoint, restarts."""
-    records = ctx.state.nodes(pool=pool, agent_id=agent_id)
-    if as_json:
-        emit_json([r.as_dict() for r in records])
-        return
-    table(
-        [
-            (
-                r.node_id,
-                r.pool,
-                r.agent_id,
-                r.status,
-                r.pid,
-                r.port or "",
-                r.endpoint,
-                r.restart_count,
-                ago(r.started_at) if r.status == "running" else "",
-            )
-            for r in records
-        ],  # fmt: skip
+    print_records(
+        ctx.state.nodes(pool=pool, agent_id=agent_id),
+        as_json,
         ["NODE", "POOL", "AGENT", "STATUS", "PID", "PORT", "ENDPOINT", "RESTARTS", "STARTED"],
+        lambda r: (
+            r.node_id,
+            r.pool,
+            r.agent_id,
+            r.status,
+            r.pid,
+            r.port or "",
+            r.endpoint,
+            r.restart_count,
+            ago(r.started_at) if r.status == "running" else "",
+        ),
     )
 
 
@@ -51,26 +55,21 @@ def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -
 @pass_ctx
 def agents(ctx: Context, as_json: bool) -> None:
     """List agents: status, platform, nodes/capacity, cost, labels, last heartbeat."""
-    records = ctx.state.agents()
-    if as_json:
-        emit_json([r.as_dict() for r in records])
-        return
-    table(
-        [
-            (
-                a.agent_id,
-                a.status + (" (draining)" if a.draining else ""),
-                a.platform,
-                f"{a.node_count}/{a.max_nodes}",
-                a.cost,
-                ",".join(f"{k}={v}" for k, v in a.labels.items()),
-                f"{a.cpu_percent:.0f}%",
-                ago(a.last_heartbeat),
-                a.hostname,
-            )
-            for a in records
-        ],  # fmt: skip
+    print_records(
+        ctx.state.agents(),
+        as_json,
         ["AGENT", "STATUS", "PLATFORM", "NODES", "COST", "LABELS", "CPU", "HEARTBEAT", "HOST"],
+        lambda a: (
+            a.agent_id,
+            a.status + (" (draining)" if a.draining else ""),
+            a.platform,
+            f"{a.node_count}/{a.max_nodes}",
+            a.cost,
+            ",".join(f"{k}={v}" for k, v in a.labels.items()),
+            f"{a.cpu_percent:.0f}%",
+            ago(a.last_heartbeat),
+            a.hostname,
+        ),
     )
 
 
@@ -174,9 +173,7 @@ def _json_line(ev: Event) -> str:
 @pass_ctx
 def logs(ctx: Context, node_id: str, lines: int, timeout: float) -> None:
     """Print the last lines of a node's output (fetched through its agent)."""
-    rec = ctx.state.node(node_id)
-    if rec is None:
-        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    rec = known_node(ctx.state, node_id)
     text = ctx.call_task(
         "grid.node_logs", [node_id, lines], naming.agent_queue(rec.agent_id), timeout
     )
@@ -189,9 +186,7 @@ def logs(ctx: Context, node_id: str, lines: int, timeout: float) -> None:
 @pass_ctx
 def node_status(ctx: Context, node_id: str, as_json: bool) -> None:
     """One node's record and a live health check of its endpoint."""
-    rec = ctx.state.node(node_id)
-    if rec is None:
-        raise NotFoundError(f"unknown node {node_id!r} (see 'grid nodes')")
+    rec = known_node(ctx.state, node_id)
     health = probe(rec.endpoint, timeout=2.0) if rec.endpoint else None
     report = {**rec.as_dict(), "health": health}
     if as_json:

@@ -62,6 +62,30 @@ def tail_file(path: Path, lines: int) -> str:
     return "\n".join(data.splitlines()[-lines:]) if lines > 0 else ""
 
 
+def read_ready_port(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for a node started with READY_FD_ENV to write its bound port on the ready pipe."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], min(0.1, deadline - time.monotonic()))
+        if ready:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break  # writer closed without a port: the process exited or closed the fd
+            buf += chunk
+            if b"\n" in buf:
+                try:
+                    return int(buf.split(b"\n", 1)[0])
+                except ValueError:
+                    raise SpawnError(f"node reported a bad port: {buf!r}") from None
+        elif proc.poll() is not None:
+            break
+    code = proc.poll()
+    if code is not None:
+        raise SpawnError(f"node exited with code {code} before it listened")
+    raise SpawnError(f"node did not report its port within {timeout:.0f}s")
+
+
 class ProcessPlatform(Platform):
     name = "process"
     config_model = ProcessConfig
@@ -153,7 +177,7 @@ class ProcessPlatform(Platform):
         if ready_w >= 0:
             os.close(ready_w)
             try:
-                port = self._read_ready_port(ready_r, proc, self.config.start_timeout)
+                port = read_ready_port(ready_r, proc, self.config.start_timeout)
             except SpawnError as exc:
                 self._kill_group(proc.pid, proc, grace=0)
                 detail = tail_file(log_path, 3).replace("\n", " | ")
@@ -195,29 +219,6 @@ class ProcessPlatform(Platform):
         limit = memory_mb * 1024 * 1024
         with contextlib.suppress(psutil.Error, OSError):
             psutil.Process(pid).rlimit(psutil.RLIMIT_AS, (limit, limit))
-
-    def _read_ready_port(self, fd: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
-        """Wait for the node to write its bound port on the ready pipe."""
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], min(0.1, deadline - time.monotonic()))
-            if ready:
-                chunk = os.read(fd, 64)
-                if not chunk:
-                    break  # writer closed without a port: the process exited or closed the fd
-                buf += chunk
-                if b"\n" in buf:
-                    try:
-                        return int(buf.split(b"\n", 1)[0])
-                    except ValueError:
-                        raise SpawnError(f"node reported a bad port: {buf!r}") from None
-            elif proc.poll() is not None:
-                break
-        code = proc.poll()
-        if code is not None:
-            raise SpawnError(f"node exited with code {code} before it listened")
-        raise SpawnError(f"node did not report its port within {timeout:.0f}s")
 
     def stop(self, node_id: str, grace: float) -> None:
         self._unwatch(node_id)

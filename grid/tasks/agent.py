@@ -14,24 +14,21 @@ NODE_LOGS = "grid.node_logs"
 PING_AGENT = "grid.ping_agent"
 
 
-@app.task(
-    name=SPAWN_NODE,
-    autoretry_for=(PlatformUnavailableError,),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=5,
-)
+# Spawn and stop retry while the platform is unreachable (the daemon or API server restarts).
+RETRY_WHILE_UNAVAILABLE: dict[str, Any] = {
+    "autoretry_for": (PlatformUnavailableError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 5,
+}
+
+
+@app.task(name=SPAWN_NODE, **RETRY_WHILE_UNAVAILABLE)
 def spawn_node(node_id: str) -> dict[str, Any]:
     return current_agent().spawn(node_id)
 
 
-@app.task(
-    name=STOP_NODE,
-    autoretry_for=(PlatformUnavailableError,),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=5,
-)
+@app.task(name=STOP_NODE, **RETRY_WHILE_UNAVAILABLE)
 def stop_node(node_id: str) -> dict[str, Any]:
     return current_agent().stop(node_id)
 

@@ -191,6 +191,12 @@ class AgentRuntime:
             )
         log.info("unregistered", extra={"agent_id": self.agent_id})
 
+    def _node_event(
+        self, kind: EventType, message: str, node_id: str, pool: str, **data: Any
+    ) -> None:
+        """Record an event about one of the nodes this agent runs (or ran)."""
+        self.events.emit(kind, message, agent_id=self.agent_id, node_id=node_id, pool=pool, **data)
+
     def watched_ids(self) -> list[str]:
         with self._nodes_lock:
             return [nid for nid, n in self.nodes.items() if n.phase == "running"]
@@ -276,12 +282,11 @@ class AgentRuntime:
             return {"result": "ignored", "reason": "record removed while starting"}
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         kind = EventType.NODE_RESTARTED if restart else EventType.SPAWN_SUCCEEDED
-        self.events.emit(
+        self._node_event(
             kind,
             f"node {node_id} {'restarted' if restart else 'running'} at {handle.endpoint}",
-            agent_id=self.agent_id,
-            node_id=node_id,
-            pool=rec.pool,
+            node_id,
+            rec.pool,
             endpoint=handle.endpoint,
             duration_ms=elapsed_ms,
             restart_count=rec.restart_count,
@@ -291,12 +296,11 @@ class AgentRuntime:
     def _spawn_failed(self, rec: NodeRecord, error: str) -> dict[str, Any]:
         self._forget(rec.node_id)
         self.state.update_node(rec.node_id, status=NodeStatus.FAILED, error=error[:500])
-        self.events.emit(
+        self._node_event(
             EventType.SPAWN_FAILED,
             f"node {rec.node_id} failed to start: {error}",
-            agent_id=self.agent_id,
-            node_id=rec.node_id,
-            pool=rec.pool,
+            rec.node_id,
+            rec.pool,
             error=error[:500],
         )
         log.warning(
@@ -318,25 +322,15 @@ class AgentRuntime:
             try:
                 self.platform.stop(node_id, grace=self.settings.stop_grace)
             except PlatformError as exc:
-                self.events.emit(
-                    EventType.STOP_FAILED,
-                    f"node {node_id} did not stop: {exc}",
-                    agent_id=self.agent_id,
-                    node_id=node_id,
-                    pool=pool,
+                self._node_event(
+                    EventType.STOP_FAILED, f"node {node_id} did not stop: {exc}", node_id, pool
                 )
                 raise
             self._forget(node_id)
             if rec is not None and rec.agent_id == self.agent_id:
                 self.state.delete_node(node_id)
             if local is not None or rec is not None:
-                self.events.emit(
-                    EventType.STOP_SUCCEEDED,
-                    f"node {node_id} stopped",
-                    agent_id=self.agent_id,
-                    node_id=node_id,
-                    pool=pool,
-                )
+                self._node_event(EventType.STOP_SUCCEEDED, f"node {node_id} stopped", node_id, pool)
             return {"result": "stopped"}
 
     def _forget(self, node_id: str) -> None:
@@ -360,12 +354,11 @@ class AgentRuntime:
                 local.crashes.popleft()
             crashes = len(local.crashes)
         rec = local.record
-        self.events.emit(
+        self._node_event(
             EventType.NODE_CRASHED,
             f"node {node_id} {status.detail or 'exited'}",
-            agent_id=self.agent_id,
-            node_id=node_id,
-            pool=rec.pool,
+            node_id,
+            rec.pool,
             exit_code=status.exit_code,
             detail=status.detail,
             crashes_in_window=crashes,
@@ -393,13 +386,12 @@ class AgentRuntime:
             status=NodeStatus.FAILED,
             error=f"crashed {crashes} times in {self.settings.crash_window:.0f}s",
         )
-        self.events.emit(
+        self._node_event(
             EventType.NODE_FAILED,
             f"node {node_id} crashed {crashes} times in "
             f"{self.settings.crash_window:.0f}s: giving up",
-            agent_id=self.agent_id,
-            node_id=node_id,
-            pool=local.record.pool,
+            node_id,
+            local.record.pool,
             crashes=crashes,
         )
 
@@ -446,12 +438,11 @@ class AgentRuntime:
             adopt = getattr(self.platform, "adopt", None)
             if adopt is not None:
                 adopt(handle.node_id)
-            self.events.emit(
+            self._node_event(
                 EventType.NODE_ADOPTED,
                 f"node {handle.node_id} adopted at {handle.endpoint}",
-                agent_id=self.agent_id,
-                node_id=handle.node_id,
-                pool=rec.pool,
+                handle.node_id,
+                rec.pool,
             )
         for node_id, rec in records.items():
             if node_id in running:
@@ -506,12 +497,11 @@ class AgentRuntime:
         with contextlib.suppress(PlatformError):
             self.platform.stop(node_id, grace=self.settings.stop_grace)
         self._forget(node_id)
-        self.events.emit(
+        self._node_event(
             EventType.NODE_FENCED,
             f"stale node {node_id} stopped: it was replaced while this agent was away",
-            agent_id=self.agent_id,
-            node_id=node_id,
-            pool=rec.pool if rec else "",
+            node_id,
+            rec.pool if rec else "",
         )
 
     def _fence_stale(self) -> None:

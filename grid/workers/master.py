@@ -67,9 +67,7 @@ def master_id_default() -> str:
 
 
 class MasterRuntime:
-    def __init__(
-        self, settings: Settings, client: Redis, master_id: str | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, client: Redis, master_id: str | None = None) -> None:
         self.settings = settings
         self.master_id = master_id or master_id_default()
         self.state = GridState(client)

@@ -5,12 +5,18 @@ A test module subclasses `PlatformConformance` and provides two fixtures:
   again to simulate an agent restart; instances share the backend);
 - `make_spec(**overrides)`: returns a `NodeSpec` for a working grid-node on that platform.
 and `bad_spec`: a `NodeSpec` that cannot start (missing image or command).
-The fixtures must clean up every workload they could have created.
+The fixtures must clean up every workload they could have created; `closing_all` and
+`spec_maker` are the fixture bodies the Docker and Kubernetes modules share, `http_put` and
+`http_get` talk to a node's key-value API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import http.client
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,8 +28,65 @@ from tests.helpers import wait_for
 
 MakePlatform = Callable[[], Platform]
 MakeSpec = Callable[..., NodeSpec]
+Args = ParamSpec("Args")
+Adapter = TypeVar("Adapter", bound=Platform)
 
 HEALTH_TIMEOUT = 60.0
+
+
+def closing_all(build: Callable[Args, Adapter]) -> Iterator[Callable[Args, Adapter]]:
+    """Body of a fixture (`yield from`): a maker of adapters by `build`, all closed after."""
+    made: list[Adapter] = []
+
+    def make(*args: Args.args, **kwargs: Args.kwargs) -> Adapter:
+        platform = build(*args, **kwargs)
+        made.append(platform)
+        return platform
+
+    yield make
+    for platform in made:
+        platform.close()
+
+
+def spec_maker(node_ids: list[str], prefix: str, agent_id: str) -> MakeSpec:
+    """`make_spec(**overrides)`: a grid-node in pool `conf`, its node id `<prefix>-<random>`
+    unless given, recorded in `node_ids` for the teardown to remove."""
+
+    def make(**overrides: Any) -> NodeSpec:
+        fields: dict[str, Any] = {
+            "node_id": f"{prefix}-{secrets.token_hex(4)}",
+            "agent_id": agent_id,
+            "pool": "conf",
+            "command": ["grid-node"],
+            **overrides,
+        }
+        node_ids.append(fields["node_id"])
+        return NodeSpec(**fields)
+
+    return make
+
+
+def http_put(endpoint: str, path: str, body: bytes) -> int:
+    """PUT `body` at `path` of a node's endpoint; the status."""
+    parts = urlsplit(endpoint)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request("PUT", path, body=body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def http_get(endpoint: str, path: str) -> tuple[int, bytes]:
+    """GET `path` of a node's endpoint; the status and body."""
+    parts = urlsplit(endpoint)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 class PlatformConformance:

@@ -294,9 +294,7 @@ def _api_error(status: int, reason: str, message: str) -> kmock.KubernetesError:
 class JournaledBus(Bus[Any]):
     """kmock's event bus, also remembering recent events by resourceVersion (a watch cache)."""
 
-    journal: deque[tuple[int, dict[str, Any]]] = attrs.field(
-        factory=lambda: deque(maxlen=10_000)
-    )
+    journal: deque[tuple[int, dict[str, Any]]] = attrs.field(factory=lambda: deque(maxlen=10_000))
 
     async def put(self, *items: Any) -> None:
         for item in items:
@@ -570,10 +568,19 @@ class StandinApiServer(kmock.KubernetesEmulator):
         """What a new watch sends first: the journal since a version, else the current state."""
         if since:
             if bus.journal.maxlen == len(bus.journal) and since < bus.journal[0][0] - 1:
-                return [{"type": "ERROR", "object": {
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                    "reason": "Expired", "message": f"too old resource version: {since}",
-                }}]
+                return [
+                    {
+                        "type": "ERROR",
+                        "object": {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "code": 410,
+                            "reason": "Expired",
+                            "message": f"too old resource version: {since}",
+                        },
+                    }
+                ]
             return [event for rv, event in bus.journal if rv > since]
         return [
             {"type": "ADDED", "object": obj.raw}
@@ -730,8 +737,11 @@ class FakeKubelet:
             self._watches.append(w)
             try:
                 for event in w.stream(
-                    lister, resource_version=version, timeout_seconds=10,
-                    _request_timeout=(5, 30), deserialize=False,
+                    lister,
+                    resource_version=version,
+                    timeout_seconds=10,
+                    _request_timeout=(5, 30),
+                    deserialize=False,
                 ):
                     if event["type"] == "ERROR":
                         version = None  # expired: start over from the current state
@@ -993,7 +1003,9 @@ class PodWorker(threading.Thread):
             if not self._gone and not self._shutdown:
                 with contextlib.suppress(client.ApiException):
                     self.kubelet.core.delete_namespaced_pod(
-                        self.pod_name, self.namespace, grace_period_seconds=0,
+                        self.pod_name,
+                        self.namespace,
+                        grace_period_seconds=0,
                         _preload_content=False,
                     )
             if self.pod_ip:

@@ -8,10 +8,8 @@ id the fixtures recorded, and removed at teardown whatever the test did.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import queue
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +24,14 @@ from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
 from grid.platforms.docker import DockerPlatform, published_port
-from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
+from tests.e2e.conformance import (
+    HEALTH_TIMEOUT,
+    PlatformConformance,
+    closing_all,
+    http_get,
+    http_put,
+    spec_maker,
+)
 from tests.e2e.docker_support import (
     NODE_UID,
     TEST_IMAGE,
@@ -67,16 +72,11 @@ def node_ids(client: Any) -> Iterator[list[str]]:
 @pytest.fixture
 def make_docker(client: Any) -> Iterator[MakeDocker]:
     """Build adapters for the test image (config overrides as keywords); all closed after."""
-    made: list[DockerPlatform] = []
 
-    def make(cls: type[DockerPlatform] = DockerPlatform, **overrides: Any) -> DockerPlatform:
-        platform = cls(docker_config(**overrides), AGENT_ID)
-        made.append(platform)
-        return platform
+    def build(cls: type[DockerPlatform] = DockerPlatform, **overrides: Any) -> DockerPlatform:
+        return cls(docker_config(**overrides), AGENT_ID)
 
-    yield make
-    for platform in made:
-        platform.close()
+    yield from closing_all(build)
 
 
 @pytest.fixture
@@ -86,18 +86,7 @@ def make_platform(make_docker: MakeDocker) -> Callable[[], DockerPlatform]:
 
 @pytest.fixture
 def make_spec(node_ids: list[str]) -> MakeSpec:
-    def make(**overrides: Any) -> NodeSpec:
-        values: dict[str, Any] = {
-            "node_id": f"dock-{secrets.token_hex(4)}",
-            "agent_id": AGENT_ID,
-            "pool": "conf",
-            "command": ["grid-node"],
-            **overrides,
-        }
-        node_ids.append(values["node_id"])
-        return NodeSpec(**values)
-
-    return make
+    return spec_maker(node_ids, "dock", AGENT_ID)
 
 
 @pytest.fixture
@@ -107,27 +96,6 @@ def bad_spec(make_spec: MakeSpec) -> NodeSpec:
 
 class TestDockerConformance(PlatformConformance):
     pass
-
-
-def http_put(endpoint: str, path: str, body: bytes) -> int:
-    parts = urlsplit(endpoint)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
-    try:
-        conn.request("PUT", path, body=body)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def http_get(endpoint: str, path: str) -> tuple[int, bytes]:
-    parts = urlsplit(endpoint)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def start_healthy(platform: DockerPlatform, spec: NodeSpec) -> str:

@@ -14,7 +14,6 @@ import http.server
 import json
 import os
 import queue
-import secrets
 import signal
 import socket
 import subprocess
@@ -39,7 +38,14 @@ from grid.platforms.kubernetes import (
     claim_name,
     pod_name,
 )
-from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
+from tests.e2e.conformance import (
+    HEALTH_TIMEOUT,
+    PlatformConformance,
+    closing_all,
+    http_get,
+    http_put,
+    spec_maker,
+)
 from tests.e2e.k8s_standin import KubeStandin, Program, SelectorError, parse_label_selector
 from tests.helpers import wait_for
 
@@ -112,6 +118,7 @@ def node_ids(kube: client.CoreV1Api) -> Iterator[list[str]]:
             kube.delete_namespaced_persistent_volume_claim(
                 claim_name(node_id), NAMESPACE, _preload_content=False
             )
+
     def gone() -> bool:
         return all(read_pod(kube, n) is None and read_claim(kube, n) is None for n in ids)
 
@@ -121,17 +128,12 @@ def node_ids(kube: client.CoreV1Api) -> Iterator[list[str]]:
 @pytest.fixture
 def make_k8s(standin: KubeStandin) -> Iterator[MakeK8s]:
     """Build adapters on the stand-in (config overrides as keywords); all closed after."""
-    made: list[KubernetesPlatform] = []
 
-    def make(**overrides: Any) -> KubernetesPlatform:
+    def build(**overrides: Any) -> KubernetesPlatform:
         settings: dict[str, Any] = {"kubeconfig": str(standin.kubeconfig), "start_timeout": 30}
-        platform = KubernetesPlatform(KubernetesConfig(**{**settings, **overrides}), AGENT_ID)
-        made.append(platform)
-        return platform
+        return KubernetesPlatform(KubernetesConfig(**{**settings, **overrides}), AGENT_ID)
 
-    yield make
-    for platform in made:
-        platform.close()
+    yield from closing_all(build)
 
 
 @pytest.fixture
@@ -141,18 +143,7 @@ def make_platform(make_k8s: MakeK8s) -> Callable[[], KubernetesPlatform]:
 
 @pytest.fixture
 def make_spec(node_ids: list[str]) -> MakeSpec:
-    def make(**overrides: Any) -> NodeSpec:
-        node_id = overrides.pop("node_id", f"k8s-{secrets.token_hex(4)}")
-        node_ids.append(node_id)
-        fields: dict[str, Any] = {
-            "node_id": node_id,
-            "agent_id": AGENT_ID,
-            "pool": "conf",
-            "command": ["grid-node"],
-        }
-        return NodeSpec(**{**fields, **overrides})
-
-    return make
+    return spec_maker(node_ids, "k8s", AGENT_ID)
 
 
 @pytest.fixture
@@ -228,28 +219,6 @@ def test_pod_manifest_as_stored(
     platform.stop(spec.node_id, grace=5)
 
 
-def _put(endpoint: str, key: str, value: bytes) -> int:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("PUT", f"/kv/{key}", body=value)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def _get(endpoint: str, key: str) -> bytes | None:
-    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("GET", f"/kv/{key}")
-        resp = conn.getresponse()
-        body = resp.read()
-        return body if resp.status == 200 else None
-    finally:
-        conn.close()
-
-
 def test_claim_deleted_on_stop_by_default(
     make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
 ) -> None:
@@ -269,7 +238,7 @@ def test_retain_pvc_keeps_claim_and_data(
     spec = make_spec()
     first = platform.spawn(spec)
     assert wait_healthy(first.endpoint, HEALTH_TIMEOUT) is not None
-    assert _put(first.endpoint, "kept", b"across restarts") in (200, 201, 204)
+    assert http_put(first.endpoint, "/kv/kept", b"across restarts") in (200, 201, 204)
     platform.stop(spec.node_id, grace=5)
     claim = read_claim(kube, spec.node_id)
     assert claim is not None and claim["status"]["phase"] == "Bound"
@@ -277,7 +246,7 @@ def test_retain_pvc_keeps_claim_and_data(
 
     second = platform.spawn(spec)  # same node id: the retained claim is reused
     assert wait_healthy(second.endpoint, HEALTH_TIMEOUT) is not None
-    assert _get(second.endpoint, "kept") == b"across restarts"
+    assert http_get(second.endpoint, "/kv/kept") == (200, b"across restarts")
     platform.stop(spec.node_id, grace=5)
 
 
@@ -443,8 +412,12 @@ def test_standin_watch_filters_and_resumes(
     w = watch.Watch()
     names = set()
     for event in w.stream(
-        kube.list_namespaced_pod, NAMESPACE, label_selector=f"{LABEL_POOL}=watch-seen",
-        resource_version=version, timeout_seconds=1, deserialize=False,
+        kube.list_namespaced_pod,
+        NAMESPACE,
+        label_selector=f"{LABEL_POOL}=watch-seen",
+        resource_version=version,
+        timeout_seconds=1,
+        deserialize=False,
     ):
         names.add(event["object"]["metadata"]["name"])
     assert names == {pod_name(seen.node_id)}

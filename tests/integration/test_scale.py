@@ -42,7 +42,9 @@ def test_scale_up_down_to_zero(local_grid: LocalGrid) -> None:
             value = f"value of {node.node_id}".encode() + b"\x00\xff"
             assert kv_roundtrip(node, "k1", value) == value
         if size == 5:
-            per_agent = {a: sum(1 for n in nodes if n.agent_id == a) for a in ("agent-1", "agent-2")}
+            per_agent = {
+                a: sum(1 for n in nodes if n.agent_id == a) for a in ("agent-1", "agent-2")
+            }
             assert sorted(per_agent.values()) == [2, 3], per_agent  # spread by free capacity
             first_five = {n.node_id: n for n in nodes}
         if size == 2:

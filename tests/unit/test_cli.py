@@ -21,23 +21,8 @@ from grid.connection import redis_client
 from grid.events import EVENT_TYPES, EventLog, EventType
 from grid.rtypes import Redis
 from grid.state import AgentRecord, GridState, NodeRecord
+from tests.helpers import NODE_FIELDS
 
-NODE_FIELDS = {
-    "node_id",
-    "agent_id",
-    "pool",
-    "status",
-    "pid",
-    "port",
-    "endpoint",
-    "restart_count",
-    "generation",
-    "created_at",
-    "started_at",
-    "error",
-    "platform",
-    "memory_mb",
-}
 AGENT_FIELDS = {
     "agent_id",
     "hostname",

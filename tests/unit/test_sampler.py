@@ -129,8 +129,9 @@ def test_derive_from_two_scrapes_of_a_real_node(start_node: StartNode) -> None:
     # Chosen timestamps make every rate exact: 2 s between the scrapes.
     prev, cur = scrape_of(first_text, 100.0), scrape_of(second_text, 102.0)
     out = derive(prev, cur)
-    before, after = sum_by_name(parse_prometheus(first_text)), sum_by_name(
-        parse_prometheus(second_text)
+    before, after = (
+        sum_by_name(parse_prometheus(first_text)),
+        sum_by_name(parse_prometheus(second_text)),
     )
 
     # The first scrape is itself counted once it has been answered: 40 + 1 requests.
@@ -290,7 +291,9 @@ QUANTILE_CASES = [
 
 
 @pytest.mark.parametrize(("q", "deltas", "expected"), QUANTILE_CASES)
-def test_quantile_from_buckets(q: float, deltas: dict[float, float], expected: float | None) -> None:
+def test_quantile_from_buckets(
+    q: float, deltas: dict[float, float], expected: float | None
+) -> None:
     got = quantile_from_buckets(q, deltas)
     if expected is None:
         assert got is None
