@@ -25,7 +25,7 @@ services:
 services-down:
 	bash scripts/services-down.sh
 
-test: install services
+test: install lint services
 	@set -o pipefail; rc=0; \
 	$(PY) -m pytest -p no:cacheprovider -q -ra tests || rc=$$?; \
 	bash scripts/services-down.sh; \
@@ -42,7 +42,8 @@ test-e2e: install services
 
 lint: install
 	$(VENV)/bin/ruff check grid tests bench
-	$(VENV)/bin/mypy grid
+	$(VENV)/bin/ruff format --check grid tests bench
+	$(VENV)/bin/mypy
 
 # Every bench/ script with --json (bench/run_all.py); the services let platforms.py cover
 # docker and systemd. Results go to docs/BENCHMARKS.md by hand, with machine and date.

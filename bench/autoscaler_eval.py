@@ -1,6 +1,6 @@
 """Autoscaler benchmark: metrics ingest rate and one evaluation over 1,000 nodes, real Redis.
 
-    python bench/autoscaler_eval.py [--nodes 1000] [--agents 20] [--evals 200]
+    python bench/autoscaler_eval.py [--nodes 1000] [--agents 20] [--evals 200] [--json]
 
 Starts its own redis-server (grid.redis_server.EmbeddedRedis, append-only off) and stops it.
 1. History: two hours of samples at one a minute (so forecasts have data), then ten minutes
@@ -12,11 +12,15 @@ Starts its own redis-server (grid.redis_server.EmbeddedRedis, append-only off) a
    policy (forecast over 30 minutes of history): p50/p99 of one evaluation. Target <= 100 ms.
 3. A day of per-minute history (a 20-node pool), so the example's seasonal model (shadow)
    fits on 1,440 minutes: p50/p99 of one evaluation, and the first one (imports, sealing).
+
+With --json it prints one JSON object instead, with the machine and a top-level "verdict"
+`{name: {value, target, met}}` (bench/common.py; read by bench/run_all.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import statistics
@@ -31,6 +35,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine, verdict  # noqa: E402
 from grid.autoscaler.metrics import MetricsStore  # noqa: E402
 from grid.autoscaler.policy import PoolPolicy, load_policy_file  # noqa: E402
 from grid.autoscaler.service import apply_policy, evaluate_due_pools, remove_policy  # noqa: E402
@@ -111,6 +116,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--evals", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args()
     rng = random.Random(7)
     per_agent = args.nodes // args.agents
@@ -137,6 +143,43 @@ def main() -> int:
             client.close()
         finally:
             server.stop()
+    first_seasonal = seasonal.pop(0)
+    runs = (("reactive", reactive), ("predictive-costs", predictive), ("seasonal day", seasonal))
+    evaluation = {
+        name: {
+            "p50_ms": round(1000 * statistics.median(durations), 2),
+            "p99_ms": round(1000 * pct(durations, 0.99), 2),
+            "n": len(durations),
+        }
+        for name, durations in runs
+    }
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "nodes": args.nodes,
+        "agents": args.agents,
+        "metrics_per_sample": len(METRICS),
+        "ingest": {
+            "history_node_samples_per_s_wall": round(hist_n / hist_s),
+            "live_node_samples_per_s_wall": round(live_n / live_s),
+            "live_node_samples_per_s": round(live_n / sum(latencies)),
+            "live_metric_values_per_s": round(live_n * len(METRICS) / sum(latencies)),
+            "agent_batch_nodes": per_agent,
+            "agent_batch_p50_ms": round(1000 * pct(latencies, 0.5), 2),
+            "agent_batch_p99_ms": round(1000 * pct(latencies, 0.99), 2),
+            "single_batch_ms": round(1000 * solo_s / 5, 1),
+        },
+        "evaluation": evaluation,
+        "first_seasonal_evaluation_ms": round(1000 * first_seasonal, 1),
+        "redis_used_memory": memory,
+    }
+    result["verdict"] = verdict({
+        f"evaluation p99 over {args.nodes} nodes ({name}) <= 100 ms": (stats["p99_ms"], 100.0)
+        for name, stats in evaluation.items() if name != "seasonal day"
+    })  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    ingest_ = result["ingest"]
     print(f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}")
     print(f"nodes {args.nodes} in {args.agents} agents, {len(METRICS)} metrics per sample")
     print(
@@ -144,18 +187,19 @@ def main() -> int:
     )
     print(
         f"ingest (live, every 5 s): {live_n / live_s:9.0f} node samples/s wall, "
-        f"{live_n / sum(latencies):.0f}/s in write_samples "
-        f"= {live_n * len(METRICS) / sum(latencies):.0f} metric values/s"
+        f"{ingest_['live_node_samples_per_s']}/s in write_samples "
+        f"= {ingest_['live_metric_values_per_s']} metric values/s"
     )
-    print(f"one agent batch of {per_agent} nodes: p50 {1000 * pct(latencies, 0.5):.2f} ms, "
-          f"p99 {1000 * pct(latencies, 0.99):.2f} ms")  # fmt: skip
+    print(f"one agent batch of {per_agent} nodes: p50 {ingest_['agent_batch_p50_ms']:.2f} ms, "
+          f"p99 {ingest_['agent_batch_p99_ms']:.2f} ms")  # fmt: skip
     print(f"one agent batch of {args.nodes} nodes: {1000 * solo_s / 5:.1f} ms")
-    print(f"first evaluation with a day of history: {1000 * seasonal.pop(0):.0f} ms")
-    runs = (("reactive", reactive), ("predictive-costs", predictive), ("seasonal day", seasonal))
-    for name, durations in runs:
-        print(f"evaluation ({name}): p50 {1000 * statistics.median(durations):.2f} ms, "
-              f"p99 {1000 * pct(durations, 0.99):.2f} ms over {len(durations)}")  # fmt: skip
+    print(f"first evaluation with a day of history: {1000 * first_seasonal:.0f} ms")
+    for name, stats in evaluation.items():
+        print(f"evaluation ({name}): p50 {stats['p50_ms']:.2f} ms, "
+              f"p99 {stats['p99_ms']:.2f} ms over {stats['n']}")  # fmt: skip
     print(f"redis used_memory: {memory}")
+    for name, v in result["verdict"].items():
+        print(f"{'met   ' if v['met'] else 'MISSED'} {name}: {v['value']} ms")
     return 0
 
 

@@ -141,8 +141,9 @@ def plan(
         if len(active) < want and now < pp.retry_at:
             pass  # backing off after failures: place nothing in this pass
         elif len(active) < want:
-            pp.spawn_on, pp.shortfall = _place(want - len(active), free, by_id, pool_rules,
-                                               failed_on.get(pool, set()))  # fmt: skip
+            pp.spawn_on, pp.shortfall = _place(
+                want - len(active), free, by_id, pool_rules, failed_on.get(pool, set())
+            )
         elif len(active) > want:
             slots = [NodeSlot(n.node_id, n.agent_id, n.created_at) for n in active]
             agent_slots = [_slot(a, 0) for a in agents]

@@ -126,7 +126,7 @@ def list_(ctx: Context, as_json: bool) -> None:
                 "yes" if p.dry_run else "",
             )
             for p in policies
-        ],  # fmt: skip
+        ],
         ["POOL", "MIN", "MAX", "DESIRED", "CHECKS", "DRY RUN"],
     )
 
@@ -238,8 +238,13 @@ def backtest(
             if hpa:
                 pair.append(bt.run_hpa(p, trace, config))
             if plot_path is not None:
-                out = plot_path if len(policies) * len(traces) == 1 else plot_path.with_name(
-                    f"{plot_path.stem}-{p.pool}-{trace_path.stem}{plot_path.suffix}")  # fmt: skip
+                out = (
+                    plot_path
+                    if len(policies) * len(traces) == 1
+                    else plot_path.with_name(
+                        f"{plot_path.stem}-{p.pool}-{trace_path.stem}{plot_path.suffix}"
+                    )
+                )
                 bt.plot(pair, out, config.target, title=f"{p.pool} on {trace.name}")
                 click.echo(f"plot written to {out}", err=True)
             reports += pair
@@ -276,17 +281,22 @@ def load(
         if as_json:
             return
         stats = report.as_dict()
-        click.echo(f"{elapsed:5.0f}s  {len(endpoints())} node(s)  sent {stats['sent']}  "
-                   f"ok {stats['ok']}  errors {stats['errors']}", err=True)  # fmt: skip
+        click.echo(
+            f"{elapsed:5.0f}s  {len(endpoints())} node(s)  sent {stats['sent']}  "
+            f"ok {stats['ok']}  errors {stats['errors']}",
+            err=True,
+        )
 
     report = run_load(endpoints, rps, duration, concurrency, progress)
     stats = report.as_dict()
     if as_json:
         emit_json(stats)
     else:
-        click.echo(f"{stats['sent']} requests in {stats['seconds']}s ({stats['rate']}/s): "
-                   f"{stats['ok']} ok, {stats['errors']} errors, p50 {_num(stats['p50_ms'])} ms, "
-                   f"p99 {_num(stats['p99_ms'])} ms")  # fmt: skip
+        click.echo(
+            f"{stats['sent']} requests in {stats['seconds']}s ({stats['rate']}/s): "
+            f"{stats['ok']} ok, {stats['errors']} errors, p50 {_num(stats['p50_ms'])} ms, "
+            f"p99 {_num(stats['p99_ms'])} ms"
+        )
 
 
 COMMANDS = [metrics, policy, load]

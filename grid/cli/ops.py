@@ -12,10 +12,12 @@ from grid.errors import ConfigError
 from grid.events import EventLog, EventType
 from grid.state import AgentStatus, GridState, NodeRecord, NodeStatus
 
-wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
-                           help="Wait until done, printing progress.")  # fmt: skip
-timeout_option = click.option("--timeout", type=Duration(), default="120s", show_default=True,
-                              help="How long --wait waits.")  # fmt: skip
+wait_option = click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until done, printing progress."
+)
+timeout_option = click.option(
+    "--timeout", type=Duration(), default="120s", show_default=True, help="How long --wait waits."
+)
 
 
 FAILURES_BEFORE_GIVING_UP = 3
@@ -71,8 +73,11 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
         if pool_state.get("fail_streak", 0) >= FAILURES_BEFORE_GIVING_UP:
             last = EventLog(ctx.redis).read(types={"spawn_failed"}, pool=pool, limit=1)
             why = last[0].message if last else "see 'grid events --type spawn_failed'"
-            fail(f"pool {pool}: nodes keep failing to start ({why}); the master keeps retrying "
-                 "with backoff", code=1)  # fmt: skip
+            fail(
+                f"pool {pool}: nodes keep failing to start ({why}); the master keeps retrying "
+                "with backoff",
+                code=1,
+            )
         done = running == nodes and len(pool_nodes) == nodes
         line = f"pool {pool}: {running}/{nodes} running, {len(pool_nodes)} total"
         if shortfall:
@@ -80,8 +85,11 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
         return done, line
 
     if not wait_until(progress, timeout):
-        fail(f"pool {pool} did not reach {nodes} nodes within {timeout:.0f}s "
-             "(see 'grid status' and 'grid events')", code=1)  # fmt: skip
+        fail(
+            f"pool {pool} did not reach {nodes} nodes within {timeout:.0f}s "
+            "(see 'grid status' and 'grid events')",
+            code=1,
+        )
     click.echo(f"pool {pool}: {nodes} nodes running ({time.monotonic() - started:.2f}s)")
 
 
@@ -89,8 +97,12 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
 @click.option("--agent", "agent_id", required=True, help="Agent to run the node on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (0 picks a free one).")
 @click.option("--memory", "memory_mb", type=click.IntRange(16), help="Memory limit in MB.")
-@click.option("--pool", default="manual", show_default=True,
-              help="Pool label; pools without a desired size are not reconciled.")  # fmt: skip
+@click.option(
+    "--pool",
+    default="manual",
+    show_default=True,
+    help="Pool label; pools without a desired size are not reconciled.",
+)
 @wait_option
 @timeout_option
 @pass_ctx
@@ -123,9 +135,13 @@ def spawn(
     )
     state.create_nodes([rec])
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
-        EventType.SPAWN_REQUESTED, f"node {rec.node_id} requested on {agent_id}",
-        agent_id=agent_id, node_id=rec.node_id, pool=pool, source="cli",
-    )  # fmt: skip
+        EventType.SPAWN_REQUESTED,
+        f"node {rec.node_id} requested on {agent_id}",
+        agent_id=agent_id,
+        node_id=rec.node_id,
+        pool=pool,
+        source="cli",
+    )
     ctx.send_task("grid.spawn_node", [rec.node_id], naming.agent_queue(agent_id))
     if not wait:
         click.echo(rec.node_id)
@@ -156,9 +172,13 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
     rec = known_node(state, node_id)
     state.update_node(node_id, status=NodeStatus.STOPPING)
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
-        EventType.STOP_REQUESTED, f"node {node_id} asked to stop",
-        agent_id=rec.agent_id, node_id=node_id, pool=rec.pool, source="cli",
-    )  # fmt: skip
+        EventType.STOP_REQUESTED,
+        f"node {node_id} asked to stop",
+        agent_id=rec.agent_id,
+        node_id=node_id,
+        pool=rec.pool,
+        source="cli",
+    )
     ctx.send_task("grid.stop_node", [node_id], naming.agent_queue(rec.agent_id))
     if wait and not wait_until(
         lambda: (state.node(node_id) is None, f"stopping {node_id}"), timeout

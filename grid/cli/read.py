@@ -90,8 +90,10 @@ def status(ctx: Context, as_json: bool) -> None:
     if report["pages"]:
         click.echo(f"pages    {report['pages']}")
     a = report["agents"]
-    click.echo(f"agents   {a['total']} total: {a['online']} online, {a['degraded']} degraded, "
-               f"{a['offline']} offline")  # fmt: skip
+    click.echo(
+        f"agents   {a['total']} total: {a['online']} online, {a['degraded']} degraded, "
+        f"{a['offline']} offline"
+    )
     n = report["nodes"]
     others = ", ".join(f"{n[k]} {k}" for k in n if k not in ("total", "running") and n[k])
     click.echo(

@@ -173,8 +173,16 @@ def flower(ctx: Context, port: int, address: str) -> None:
     url = ctx.url
     ctx.redis  # noqa: B018 - fail fast if Redis is unreachable
     os.environ.setdefault("C_FORCE_ROOT", "1")
-    argv = [sys.executable, "-m", "celery", "--broker", url, "flower",
-            f"--port={port}", f"--address={address}"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--broker",
+        url,
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
     try:
         os.execv(sys.executable, argv)
     except OSError as exc:
@@ -187,10 +195,20 @@ def _grid_cmd(*args: str) -> list[str]:
 
 @click.command()
 @click.option("--agents", "n_agents", type=click.IntRange(0, 100), default=2, show_default=True)
-@click.option("--nodes", type=click.IntRange(0), default=0, show_default=True,
-              help="Desired size of the default pool once the grid is up.")  # fmt: skip
-@click.option("--max-nodes", type=click.IntRange(1), default=50, show_default=True,
-              help="Capacity of each agent.")  # fmt: skip
+@click.option(
+    "--nodes",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Desired size of the default pool once the grid is up.",
+)
+@click.option(
+    "--max-nodes",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Capacity of each agent.",
+)
 @click.option("--flower", "with_flower", is_flag=True, help="Also run Flower on port 5555.")
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @pass_ctx
@@ -223,8 +241,14 @@ def up(
 
     def start(name: str, argv: list[str]) -> None:
         with (logs / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         children.append((name, proc))
         click.echo(f"{name:<8} pid {proc.pid}, log {logs / (name + '.log')}", err=True)
 

@@ -72,11 +72,18 @@ APP_LABELS = {
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 #: Waiting reasons after which a pod will not start without a change to its spec.
-FATAL_WAITING = frozenset({
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-    "CrashLoopBackOff",
-})
+FATAL_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
 #: Longest single watch request; the server ends it and the caller re-reads.
 WATCH_CHUNK = 5.0
 EXIT_WATCH_SECONDS = 60
@@ -256,8 +263,10 @@ class KubernetesPlatform(Platform):
                 config.load_incluster_config(client_configuration=cfg)
             else:
                 config.load_kube_config(
-                    config_file=self.config.kubeconfig, context=self.config.context,
-                    client_configuration=cfg, persist_config=False,
+                    config_file=self.config.kubeconfig,
+                    context=self.config.context,
+                    client_configuration=cfg,
+                    persist_config=False,
                 )
         except (config.ConfigException, OSError) as exc:
             source = "in-cluster service account" if in_cluster else "kubeconfig"
@@ -293,7 +302,9 @@ class KubernetesPlatform(Platform):
         """
         try:
             resp = fn(
-                *args, _preload_content=False, _request_timeout=self.config.request_timeout,
+                *args,
+                _preload_content=False,
+                _request_timeout=self.config.request_timeout,
                 **kwargs,
             )
         except ApiException as exc:
@@ -307,7 +318,10 @@ class KubernetesPlatform(Platform):
 
     def _read_pod(self, name: str) -> dict[str, Any] | None:
         status, pod = self._call(
-            f"reading pod {name}", self.core.read_namespaced_pod, name, self.config.namespace,
+            f"reading pod {name}",
+            self.core.read_namespaced_pod,
+            name,
+            self.config.namespace,
             expect=(404,),
         )
         return None if status == 404 else dict(pod)
@@ -332,7 +346,8 @@ class KubernetesPlatform(Platform):
             w = watch.Watch()
             try:
                 for event in w.stream(
-                    self.core.list_namespaced_pod, self.config.namespace,
+                    self.core.list_namespaced_pod,
+                    self.config.namespace,
                     field_selector=f"metadata.name={name}",
                     resource_version=pod["metadata"].get("resourceVersion"),
                     timeout_seconds=max(1, math.ceil(min(remaining, WATCH_CHUNK))),
@@ -384,7 +399,8 @@ class KubernetesPlatform(Platform):
             "name": CONTAINER_NAME,
             "image": spec.image or self.config.image,
             "command": [
-                *node_argv(spec.command, spec.node_id, port, DATA_PATH), *self.config.listen_args
+                *node_argv(spec.command, spec.node_id, port, DATA_PATH),
+                *self.config.listen_args,
             ],
             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
             "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())],
@@ -410,8 +426,10 @@ class KubernetesPlatform(Platform):
             "automountServiceAccountToken": False,
             "containers": [container],
             "volumes": [
-                {"name": VOLUME_NAME,
-                 "persistentVolumeClaim": {"claimName": claim_name(spec.node_id)}},
+                {
+                    "name": VOLUME_NAME,
+                    "persistentVolumeClaim": {"claimName": claim_name(spec.node_id)},
+                },
             ],
         }
         if self.config.service_account is not None:
@@ -495,14 +513,21 @@ class KubernetesPlatform(Platform):
         delay = 0.05
         while True:
             status, _ = self._call(
-                f"creating claim {name}", self.core.create_namespaced_persistent_volume_claim,
-                self.config.namespace, self.claim_manifest(spec), expect=(409,), refused=SpawnError,
+                f"creating claim {name}",
+                self.core.create_namespaced_persistent_volume_claim,
+                self.config.namespace,
+                self.claim_manifest(spec),
+                expect=(409,),
+                refused=SpawnError,
             )
             if status != 409:
                 return True
             status, claim = self._call(
-                f"reading claim {name}", self.core.read_namespaced_persistent_volume_claim,
-                name, self.config.namespace, expect=(404,),
+                f"reading claim {name}",
+                self.core.read_namespaced_persistent_volume_claim,
+                name,
+                self.config.namespace,
+                expect=(404,),
             )
             if status != 404 and not claim["metadata"].get("deletionTimestamp"):
                 return False  # a retained claim of this node: reuse its data
@@ -516,8 +541,12 @@ class KubernetesPlatform(Platform):
         name = pod_name(spec.node_id)
         for _ in range(2):
             status, _ = self._call(
-                f"creating pod {name}", self.core.create_namespaced_pod, self.config.namespace,
-                self.pod_manifest(spec), expect=(409,), refused=SpawnError,
+                f"creating pod {name}",
+                self.core.create_namespaced_pod,
+                self.config.namespace,
+                self.pod_manifest(spec),
+                expect=(409,),
+                refused=SpawnError,
             )
             if status != 409:
                 return
@@ -533,8 +562,12 @@ class KubernetesPlatform(Platform):
     def _delete_pod_and_wait(self, name: str, grace: int, deadline: float) -> bool:
         """Delete and wait until gone; False if it outlived `deadline`."""
         status, pod = self._call(
-            f"deleting pod {name}", self.core.delete_namespaced_pod, name, self.config.namespace,
-            grace_period_seconds=grace, expect=(404,),
+            f"deleting pod {name}",
+            self.core.delete_namespaced_pod,
+            name,
+            self.config.namespace,
+            grace_period_seconds=grace,
+            expect=(404,),
         )
         if status == 404:
             return True
@@ -555,7 +588,9 @@ class KubernetesPlatform(Platform):
             self._call(
                 f"deleting claim {claim_name(node_id)}",
                 self.core.delete_namespaced_persistent_volume_claim,
-                claim_name(node_id), self.config.namespace, expect=(404,),
+                claim_name(node_id),
+                self.config.namespace,
+                expect=(404,),
             )
 
     def stop(self, node_id: str, grace: float) -> None:
@@ -576,7 +611,9 @@ class KubernetesPlatform(Platform):
             return []  # no pod can carry an invalid label
         selector = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
         _, body = self._call(
-            "listing pods", self.core.list_namespaced_pod, self.config.namespace,
+            "listing pods",
+            self.core.list_namespaced_pod,
+            self.config.namespace,
             label_selector=selector,
         )
         return [
@@ -592,9 +629,14 @@ class KubernetesPlatform(Platform):
             return ""
         name = pod_name(node_id)
         status, text = self._call(
-            f"reading logs of pod {name}", self.core.read_namespaced_pod_log, name,
-            self.config.namespace, container=CONTAINER_NAME, tail_lines=lines,
-            expect=(400, 404), text=True,  # 400: the container has not started yet
+            f"reading logs of pod {name}",
+            self.core.read_namespaced_pod_log,
+            name,
+            self.config.namespace,
+            container=CONTAINER_NAME,
+            tail_lines=lines,
+            expect=(400, 404),
+            text=True,  # 400: the container has not started yet
         )
         return "" if status in (400, 404) else str(text)
 
@@ -605,7 +647,9 @@ class KubernetesPlatform(Platform):
         if self._watch_thread is not None:
             return
         self._watch_thread = threading.Thread(
-            target=self._watch_loop, args=(node_ids, on_exit), name="kubernetes-watch",
+            target=self._watch_loop,
+            args=(node_ids, on_exit),
+            name="kubernetes-watch",
             daemon=True,
         )
         self._watch_thread.start()
@@ -618,8 +662,10 @@ class KubernetesPlatform(Platform):
             self._watcher = w
             try:
                 for event in w.stream(
-                    self.core.list_namespaced_pod, self.config.namespace,
-                    label_selector=f"{LABEL_MANAGED}=true", timeout_seconds=EXIT_WATCH_SECONDS,
+                    self.core.list_namespaced_pod,
+                    self.config.namespace,
+                    label_selector=f"{LABEL_MANAGED}=true",
+                    timeout_seconds=EXIT_WATCH_SECONDS,
                     _request_timeout=(self.config.request_timeout, EXIT_WATCH_SECONDS + 15),
                     deserialize=False,
                 ):
@@ -675,9 +721,11 @@ class KubernetesPlatform(Platform):
                 return  # the API is down: nothing to learn until it is back
             uid = (pod or {}).get("metadata", {}).get("uid", "")
             st = pod_status(pod)
-            if st.state in (WorkloadState.EXITED, WorkloadState.MISSING) and not self._ignored(
-                node_id, uid
-            ) and reported.get(node_id) != uid:
+            if (
+                st.state in (WorkloadState.EXITED, WorkloadState.MISSING)
+                and not self._ignored(node_id, uid)
+                and reported.get(node_id) != uid
+            ):
                 reported[node_id] = uid
                 on_exit(node_id, st)
 

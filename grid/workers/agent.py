@@ -480,8 +480,11 @@ class AgentRuntime:
             if now - since < max(2.0, 2 * self.settings.heartbeat_interval):
                 waiting[nid] = since
                 continue
-            log.warning("no task came for %s node: acting on the record", status,
-                        extra={"agent_id": self.agent_id, "node_id": nid})  # fmt: skip
+            log.warning(
+                "no task came for %s node: acting on the record",
+                status,
+                extra={"agent_id": self.agent_id, "node_id": nid},
+            )
             action = self.spawn if status == "pending" else self.stop
             threading.Thread(target=action, args=(nid,), daemon=True).start()
         self._waiting = waiting

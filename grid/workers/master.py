@@ -146,10 +146,13 @@ class MasterRuntime:
     def _start_beat(self) -> None:
         app.conf.beat_schedule = {
             "health": {"task": "grid.health_tick", "schedule": self.settings.health_interval},
-            "reconcile": {"task": "grid.reconcile", "schedule": self.settings.reconcile_interval,
-                          "args": ["periodic"]},
+            "reconcile": {
+                "task": "grid.reconcile",
+                "schedule": self.settings.reconcile_interval,
+                "args": ["periodic"],
+            },
             "autoscale": {"task": "grid.autoscale_tick", "schedule": self.settings.autoscale_tick},
-        }  # fmt: skip
+        }
         for entry in app.conf.beat_schedule.values():
             entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
         self._beat = Service(app, max_interval=1, scheduler_cls=Scheduler)

@@ -13,7 +13,7 @@ from tests.gridproc import LocalGrid
 
 def kv_roundtrip(node: NodeRecord, key: str, value: bytes) -> bytes:
     parts = urlsplit(node.endpoint)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
     try:
         conn.request("PUT", f"/kv/{key}", body=value)
         assert conn.getresponse().read() is not None
