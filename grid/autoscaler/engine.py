@@ -23,6 +23,7 @@ The engine is pure: the caller passes the inputs and the pool's state and gets a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -280,6 +281,11 @@ def _step_limit(policy: PoolPolicy, current: int, target: int, clamps: list[dict
     return target
 
 
+def _ms_up(seconds: float) -> float:
+    """Seconds left, rounded *up* to the millisecond: any time left still blocks (> 0)."""
+    return math.ceil(seconds * 1000) / 1000 if seconds > 0 else 0.0
+
+
 def _cooldown_info(policy: PoolPolicy, state: PoolState, now: float) -> dict[str, Any]:
     last_any = max((t for t in (state.last_up, state.last_down) if t is not None), default=None)
     up_left = 0.0 if state.last_up is None else policy.cooldown.scale_up - (now - state.last_up)
@@ -287,8 +293,8 @@ def _cooldown_info(policy: PoolPolicy, state: PoolState, now: float) -> dict[str
     return {
         "direction": None,
         "blocked": False,
-        "up_remaining": round(max(0.0, up_left), 3),
-        "down_remaining": round(max(0.0, down_left), 3),
+        "up_remaining": _ms_up(up_left),
+        "down_remaining": _ms_up(down_left),
         "last_up": state.last_up,
         "last_down": state.last_down,
     }

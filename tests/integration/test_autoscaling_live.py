@@ -286,11 +286,10 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
     grid = make_grid()
     start_grid(grid, "agent-1", "agent-2")
     cli_ok(grid, "scale", "--nodes", "1")
-    grid.wait_pool(1)
+    [first] = grid.wait_pool(1)
     policy = tmp_path / "rps.yaml"
     policy.write_text(POLICY)
     store = MetricsStore(grid.client)
-    load: subprocess.Popen[str] | None = None
     with DesiredRecorder(grid.redis_url) as recorder:
         assert cli_ok(grid, "policy", "apply", str(policy)).strip() == f"{POOL}: applied"
 
@@ -311,7 +310,9 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            # Visible: the rate the policy reads is above its target band (target x 1.1).
+            # Visible: the rate the policy reads - the 3 s average `grid metrics --pool default
+            # --window 3s` prints, read by the same MetricsStore.pool_summary call, polled
+            # every 20 ms - is above the target band (target x 1.1): a scale-out is due.
             def over_target() -> float:  # when, or 0.0 (not yet)
                 rate = rate_seen(store)
                 return time.time() if rate is not None and rate > TARGET * (1 + TOLERANCE) else 0.0
@@ -343,7 +344,8 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
             assert rps["min"] <= rps["avg"] <= rps["max"]
             assert rps["samples"] >= 1 and rps["nodes"] > 0
             assert rps["max"] > TARGET  # the load is being served and sampled
-            node_id = running[0].node_id
+            node_id = first.node_id  # sampled since before the load (a new node may not be)
+            assert node_id in {n.node_id for n in running}
             node_report = cli_json(grid, "metrics", "--node", node_id, "--window", "3s")
             assert list(node_report) == [node_id]
             node_rps = node_report[node_id]["request_rate"]
@@ -383,9 +385,9 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
     first_down = downs[0]
     last_up = max(d["ts"] for d in ups if d["ts"] < first_down["ts"])
     assert first_down["ts"] - last_up >= SCALE_DOWN_COOLDOWN, (first_down, last_up)
-    # ... and the load's last vote for that capacity: the pool shrinks only once no
-    # evaluation has wanted its size for the whole cooldown (the HPA stabilisation window),
-    # and then at the next evaluations, not much later.
+    # It also waited the cooldown after the last evaluation that wanted the capacity (the
+    # HPA's stabilisation window: no vote for the size for a whole cooldown), and then came
+    # at the next evaluations, not much later.
     wanted = [d["ts"] for d in history
               if d["ts"] < first_down["ts"] and d["merged"] >= first_down["current"]]  # fmt: skip
     assert wanted
@@ -396,7 +398,7 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
         if d["action"] == "down" and previous is not None:
             assert d["ts"] - previous >= SCALE_DOWN_COOLDOWN
         previous = d["ts"]
-    assert max(d["ts"] for d in ups) < first_down["ts"]  # no scale-up once the load ended
+    assert max(d["ts"] for d in ups) < first_down["ts"]  # no scale-up after the load
     assert downs[-1]["desired"] == MIN
 
     # The scale-out decision explains itself: the target_value vote and its reason.
