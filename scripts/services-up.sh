@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start what the e2e tests need and is not there yet: a Docker daemon (docker-up.sh), and
-# podman + systemd (the systemd tests boot systemd as PID 1 inside a podman container).
+# podman + systemd (the systemd tests boot systemd as PID 1 inside a podman container), and
+# iproute2 (the partition chaos test puts an agent in a network namespace).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 missing=()
@@ -8,6 +9,7 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /lib/systemd/systemd ] || [ -x /usr/lib/systemd/systemd ] || missing+=(systemd)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the partition chaos test
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (for the systemd end-to-end tests)"
   apt-get update -qq
