@@ -6,7 +6,19 @@ from typing import Any
 
 from grid import naming
 from grid.monitor import cluster_state, pool_summary
-from grid.state import AgentStatus, GridState, NodeStatus
+from grid.state import AgentRecord, AgentStatus, GridState, NodeStatus
+
+
+def agents_with_node_counts(state: GridState) -> list[AgentRecord]:
+    """Agents with `node_count` taken from the node records now, not from the last beat."""
+    counts: dict[str, int] = {}
+    for node in state.nodes():
+        if node.status != NodeStatus.LOST.value:
+            counts[node.agent_id] = counts.get(node.agent_id, 0) + 1
+    agents = state.agents()
+    for agent in agents:
+        agent.node_count = counts.get(agent.agent_id, 0)
+    return agents
 
 
 def status_report(state: GridState) -> dict[str, Any]:

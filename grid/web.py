@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from grid.events import EVENT_TYPES, EventLog
-from grid.report import prometheus_text, status_report
+from grid.report import agents_with_node_counts, prometheus_text, status_report
 from grid.state import GridState
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]
                 elif url.path == "/api/nodes":
                     self._json([n.as_dict() for n in state.nodes()])
                 elif url.path == "/api/agents":
-                    self._json([a.as_dict() for a in state.agents()])
+                    self._json([a.as_dict() for a in agents_with_node_counts(state)])
                 elif url.path == "/api/events":
                     self._events(query)
                 else:

@@ -22,7 +22,7 @@ from grid.cli.common import (
 from grid.errors import ConfigError
 from grid.events import EVENT_TYPES, Event, EventLog
 from grid.health import probe
-from grid.report import status_report
+from grid.report import agents_with_node_counts, status_report
 
 
 @click.command()
@@ -56,7 +56,7 @@ def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -
 def agents(ctx: Context, as_json: bool) -> None:
     """List agents: status, platform, nodes/capacity, cost, labels, last heartbeat."""
     print_records(
-        ctx.state.agents(),
+        agents_with_node_counts(ctx.state),
         as_json,
         ["AGENT", "STATUS", "PLATFORM", "NODES", "COST", "LABELS", "CPU", "HEARTBEAT", "HOST"],
         lambda a: (

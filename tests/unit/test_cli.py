@@ -244,7 +244,10 @@ def test_agents_json(env: dict[str, str], state: GridState) -> None:
         assert set(row) >= AGENT_FIELDS
     assert rows[0]["labels"] == {"zone": "a"} and rows[0]["cost"] == 0.5
     assert rows[0]["max_nodes"] == 4 and rows[1]["status"] == "degraded"
-    assert "zone=a" in invoke(env, "agents").stdout
+    # node counts come from the records now (the agents' last beats reported none)
+    assert [r["node_count"] for r in rows] == [2, 1]
+    text = invoke(env, "agents").stdout
+    assert "zone=a" in text and "2/4" in text and "1/4" in text
 
 
 def test_status_json(env: dict[str, str], state: GridState) -> None:
