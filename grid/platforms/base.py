@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,19 @@ class PlatformConfig(BaseModel):
     """Settings an adapter reads from the agent config file; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostPortConfig(PlatformConfig):
+    """Settings of adapters whose nodes listen on a host port."""
+
+    port_range: tuple[int, int] | None = None  # host ports to use, e.g. [20000, 20999]
+
+    @field_validator("port_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 1 <= value[0] <= value[1] <= 65535:
+            raise ValueError("must be [low, high] with 1 <= low <= high <= 65535")
+        return value
 
 
 class Platform(ABC):

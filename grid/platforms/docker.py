@@ -22,7 +22,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -36,6 +35,7 @@ from grid.errors import PlatformError, PlatformUnavailableError, SpawnError
 from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_PORT, node_labels
 from grid.platforms.base import (
     ExitCallback,
+    HostPortConfig,
     NodeHandle,
     NodeSpec,
     Platform,
@@ -45,7 +45,7 @@ from grid.platforms.base import (
     node_argv,
 )
 from grid.platforms.process import describe_exit
-from grid.redis_server import free_port
+from grid.ports import PortAllocator
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ _MOUNT_MODES = ("ro", "rw")
 NodeIds = Callable[[], list[str]]  # (an alias: `list` is a method name in the class below)
 
 
-class DockerConfig(PlatformConfig):
+class DockerConfig(HostPortConfig):
     image: str = Field("grid:latest", description="image of nodes whose spec names none")
     base_url: str | None = Field(
         None, description="daemon address, e.g. unix:///var/run/docker.sock; unset: DOCKER_HOST"
@@ -154,7 +154,7 @@ class DockerPlatform(Platform):
         self._client: Any = None
         self._lock = threading.Lock()
         self._events: Any = None  # the open event stream, closed by close()
-        self._recent_ports: deque[int] = deque(maxlen=256)
+        self._ports = PortAllocator("", self.config.port_range)
 
     # ---- daemon access -------------------------------------------------------------------
 
@@ -316,14 +316,10 @@ class DockerPlatform(Platform):
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _free_port(self) -> int:
-        """A free host port, not handed out recently by this adapter (concurrent spawns)."""
-        for _ in range(50):
-            port = free_port("")
-            with self._lock:
-                if port not in self._recent_ports:
-                    self._recent_ports.append(port)
-                    return port
-        raise PlatformUnavailableError("no free host port found")
+        try:
+            return self._ports.allocate()
+        except OSError as exc:
+            raise SpawnError(str(exc)) from None
 
     def _handle_from(self, attrs: dict[str, Any]) -> NodeHandle:
         labels: dict[str, str] = dict(attrs["Config"].get("Labels") or {})

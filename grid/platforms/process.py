@@ -25,8 +25,10 @@ from typing import Any
 import psutil
 
 from grid.errors import SpawnError
+from grid.naming import node_labels
 from grid.platforms.base import (
     ExitCallback,
+    HostPortConfig,
     NodeHandle,
     NodeSpec,
     Platform,
@@ -35,13 +37,14 @@ from grid.platforms.base import (
     WorkloadStatus,
     node_argv,
 )
+from grid.ports import PortAllocator
 
 READY_FD_ENV = "GRID_READY_FD"
 HANDLE_FILE = "handle.json"
 LOG_FILE = "node.log"
 
 
-class ProcessConfig(PlatformConfig):
+class ProcessConfig(HostPortConfig):
     root: str = ".grid/nodes"
     host: str = "127.0.0.1"
     start_timeout: float = 15.0
@@ -101,6 +104,7 @@ class ProcessPlatform(Platform):
         self._pidfds: dict[str, int] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._on_exit: ExitCallback | None = None
+        self._ports = PortAllocator(self.config.host, self.config.port_range)
 
     # ---- paths and handle files -----------------------------------------------------
 
@@ -147,16 +151,22 @@ class ProcessPlatform(Platform):
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = node_dir / LOG_FILE
         env = {**os.environ, **spec.env}
+        port = spec.port
+        if port == 0 and self.config.port_range is not None:
+            try:
+                port = self._ports.allocate()
+            except OSError as exc:
+                raise SpawnError(str(exc)) from None
         ready_r = ready_w = -1
         pass_fds: tuple[int, ...] = ()
-        if spec.port == 0:
+        if port == 0:  # the node picks one and reports it on the ready pipe
             ready_r, ready_w = os.pipe()
             env[READY_FD_ENV] = str(ready_w)
             pass_fds = (ready_w,)
         try:
             with log_path.open("ab") as log:
                 proc = subprocess.Popen(
-                    node_argv(spec.command, spec.node_id, spec.port, str(data_dir)),
+                    node_argv(spec.command, spec.node_id, port, str(data_dir)),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -173,7 +183,6 @@ class ProcessPlatform(Platform):
             raise SpawnError(f"cannot start {spec.command[0]!r}: {exc.strerror or exc}") from None
         if spec.memory_mb:
             self._limit_memory(proc.pid, spec.memory_mb)
-        port = spec.port
         if ready_w >= 0:
             os.close(ready_w)
             try:
@@ -197,7 +206,7 @@ class ProcessPlatform(Platform):
             "port": port,
             "endpoint": f"http://{self.config.host}:{port}",
             "started_at": started_at,
-            "labels": spec.labels,
+            "labels": {**node_labels(spec.node_id, spec.agent_id, spec.pool), **spec.labels},
             "log": str(log_path),
             "data_dir": str(data_dir),
         }

@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import Literal
 from grid.errors import PlatformError, PlatformUnavailableError, SpawnError
 from grid.naming import node_labels, valid_id
 from grid.platforms.base import (
+    HostPortConfig,
     NodeHandle,
     NodeSpec,
     Platform,
@@ -40,6 +40,7 @@ from grid.platforms.base import (
     node_argv,
 )
 from grid.platforms.process import describe_exit
+from grid.ports import PortAllocator
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 USER_UNIT_DIR = "~/.config/systemd/user"
@@ -74,7 +75,7 @@ _META_PREFIX = "X-Grid-"
 log = logging.getLogger(__name__)
 
 
-class SystemdConfig(PlatformConfig):
+class SystemdConfig(HostPortConfig):
     scope: Literal["system", "user"] = "system"
     unit_dir: str | None = None  # default per scope: /etc/systemd/system, ~/.config/systemd/user
     data_root: str | None = None  # default per scope: /var/lib/grid/nodes, ~/.local/share/...
@@ -325,14 +326,6 @@ def _started_at(props: dict[str, str]) -> float:
         return time.time()
 
 
-def free_port(host: str) -> int:
-    """A port the kernel considers free on `host` right now (the node binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # ---- the adapter -----------------------------------------------------------------------
 
 
@@ -351,6 +344,7 @@ class SystemdPlatform(Platform):
         self.unit_dir.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         self._runner = runner
+        self._ports = PortAllocator(self.config.host, self.config.port_range)
         self._scope_flag = ["--user"] if user else []
         self._wanted_by = "default.target" if user else "multi-user.target"
 
@@ -424,7 +418,10 @@ class SystemdPlatform(Platform):
             return existing
         node_dir = self.node_dir(spec.node_id)
         data_dir = spec.data_dir or str(node_dir / "data")
-        port = spec.port or free_port(self.config.host)
+        try:
+            port = spec.port or self._ports.allocate()
+        except OSError as exc:
+            raise SpawnError(str(exc)) from None
         params = UnitParams(
             port=port,
             working_dir=str(node_dir),

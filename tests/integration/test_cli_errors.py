@@ -15,7 +15,7 @@ import pytest
 
 from grid.connection import redis_client
 from grid.events import EventLog, EventType
-from grid.redis_server import free_port
+from grid.ports import free_port
 from grid.rtypes import Redis
 from grid.state import AgentRecord, GridState, NodeRecord
 

@@ -1,0 +1,133 @@
+"""The process adapter: the shared conformance suite plus what only processes do.
+
+Real grid-node processes; every one started here is stopped by the fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from grid.health import wait_healthy
+from grid.platforms import create_platform
+from grid.platforms.base import NodeSpec, WorkloadStatus
+from grid.platforms.process import ProcessPlatform
+from grid.ports import free_port
+from tests.e2e.conformance import HEALTH_TIMEOUT, MakeSpec, PlatformConformance, closing_all
+from tests.helpers import wait_for
+
+AGENT_ID = "conf-agent"
+
+
+@pytest.fixture
+def make_process(tmp_path: Path) -> Iterator[Callable[..., ProcessPlatform]]:
+    def build(**config: object) -> ProcessPlatform:
+        platform = create_platform("process", AGENT_ID, {"root": str(tmp_path / "nodes"), **config})
+        assert isinstance(platform, ProcessPlatform)
+        return platform
+
+    yield from closing_all(build)
+
+
+@pytest.fixture
+def make_platform(make_process: Callable[..., ProcessPlatform]) -> Callable[[], ProcessPlatform]:
+    return make_process
+
+
+@pytest.fixture
+def make_spec(grid_node_command: list[str], tmp_path: Path) -> Iterator[MakeSpec]:
+    made: list[str] = []
+
+    def make(**overrides: object) -> NodeSpec:
+        fields: dict[str, object] = {
+            "node_id": f"proc-{len(made)}",
+            "agent_id": AGENT_ID,
+            "pool": "conf",
+            "command": grid_node_command,
+            **overrides,
+        }
+        made.append(str(fields["node_id"]))
+        return NodeSpec(**fields)  # type: ignore[arg-type]
+
+    yield make
+    # whatever a failed test left running is stopped by a fresh adapter on the same root
+    cleaner = create_platform("process", AGENT_ID, {"root": str(tmp_path / "nodes")})
+    for node_id in made:
+        cleaner.stop(node_id, grace=1)
+    cleaner.close()
+
+
+@pytest.fixture
+def bad_spec(make_spec: MakeSpec) -> NodeSpec:
+    return make_spec(command=["/nonexistent/grid-node"])
+
+
+class TestProcessConformance(PlatformConformance):
+    pass
+
+
+def test_port_range_is_used(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec
+) -> None:
+    low = free_port()
+    platform = make_process(port_range=(low, low))
+    spec = make_spec()
+    handle = platform.spawn(spec)
+    try:
+        assert handle.port == low and urlsplit(handle.endpoint).port == low
+        assert wait_healthy(handle.endpoint, HEALTH_TIMEOUT) is not None
+        # the only port of the range is taken now: the next spawn fails cleanly
+        with pytest.raises(Exception, match="no free port"):
+            platform.spawn(make_spec())
+    finally:
+        platform.stop(spec.node_id, grace=2)
+
+
+def test_memory_limit_caps_address_space(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec
+) -> None:
+    platform = make_process()
+    spec = make_spec(memory_mb=300)
+    handle = platform.spawn(spec)
+    try:
+        assert handle.pid is not None
+        limit = psutil.Process(handle.pid).rlimit(psutil.RLIMIT_AS)
+        assert limit == (300 * 1024 * 1024, 300 * 1024 * 1024)
+        assert wait_healthy(handle.endpoint, HEALTH_TIMEOUT) is not None
+    finally:
+        platform.stop(spec.node_id, grace=2)
+
+
+def test_exit_is_reported_at_once_with_the_signal(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec
+) -> None:
+    platform = make_process()
+    exits: list[tuple[str, WorkloadStatus]] = []
+    seen = threading.Event()
+
+    def on_exit(node_id: str, status: WorkloadStatus) -> None:
+        exits.append((node_id, status))
+        seen.set()
+
+    platform.watch(lambda: [], on_exit)
+    spec = make_spec()
+    handle = platform.spawn(spec)
+    assert handle.pid is not None and wait_healthy(handle.endpoint, HEALTH_TIMEOUT)
+    os.kill(handle.pid, signal.SIGKILL)
+    assert seen.wait(5), "the exit was not reported"
+    assert exits == [(spec.node_id, exits[0][1])]
+    assert exits[0][1].exit_code == -signal.SIGKILL and "SIGKILL" in exits[0][1].detail
+    # a stop on purpose is not reported as an exit
+    seen.clear()
+    again = platform.spawn(make_spec(node_id="proc-again"))
+    assert wait_healthy(again.endpoint, HEALTH_TIMEOUT)
+    platform.stop("proc-again", grace=2)
+    wait_for(lambda: not psutil.pid_exists(again.pid or -1), 5, what="the node to end")
+    assert not seen.wait(0.3)
