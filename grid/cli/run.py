@@ -17,7 +17,7 @@ from grid import naming
 from grid.cli.common import Context, fail, pass_ctx, wait_until
 from grid.errors import ConfigError, GridError
 from grid.logs import setup_logging
-from grid.platforms import PLATFORM_NAMES
+from grid.platforms import PLATFORM_NAMES, parse_config
 
 
 def _parse_labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -77,6 +77,7 @@ def agent(
         cost=section.cost if cost is None else cost,
         platform_config=file.platform,
     )
+    parse_config(options.platform, options.platform_config)  # bad input fails before Redis
     settings = ctx.settings
     setup_logging(settings.log_level, settings.log_format)
     runtime = AgentRuntime(settings, ctx.redis, options)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from grid.errors import ConfigError, MissingExtraError
-from grid.platforms.base import Platform
+from grid.platforms.base import Platform, PlatformConfig
 
 # name -> (module, class, extra that provides its dependency or None)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -42,13 +42,17 @@ def platform_class(name: str) -> type[Platform]:
 
 def create_platform(name: str, agent_id: str, config: dict[str, Any] | None = None) -> Platform:
     """Build an adapter, validating its configuration (errors name the key)."""
+    return platform_class(name)(parse_config(name, config), agent_id)
+
+
+def parse_config(name: str, config: dict[str, Any] | None) -> PlatformConfig:
+    """The adapter's validated settings; ConfigError naming every bad key."""
     cls = platform_class(name)
     try:
-        parsed = cls.config_model(**(config or {}))
+        return cls.config_model(**(config or {}))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             problems.append(f"platform.{loc}: {err['msg'].lower()}")
         raise ConfigError("bad platform configuration: " + "; ".join(problems)) from None
-    return cls(parsed, agent_id)
