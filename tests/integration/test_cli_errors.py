@@ -120,6 +120,26 @@ def test_unknown_platform_in_agent_config(client: Redis, redis_url: str, tmp_pat
     assert snapshot(client) == before
 
 
+@pytest.mark.parametrize(
+    ("platform_table", "needle"),
+    [
+        ("port_range = [20000, 1]", "platform.port_range"),
+        ("bogus = 1", "platform.bogus: extra inputs are not permitted"),
+    ],
+)
+def test_bad_platform_settings_are_named_before_redis(
+    tmp_path: Path, platform_table: str, needle: str
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[agent]\nid = "agent-9"\n\n[platform]\n{platform_table}\n')
+    # no Redis answers: the configuration is still judged first
+    env = {**base_env(tmp_path / "home"), "GRID_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = grid(["agent", "--config", str(config)], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
 def test_redis_on_a_closed_port(client: Redis, tmp_path: Path) -> None:
     before = snapshot(client)
     url = f"redis://127.0.0.1:{free_port()}/0"
