@@ -43,6 +43,7 @@ def test_up_scale_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             return rows if len(rows) == 3 and all(r["status"] == "running" for r in rows) else None
 
         running = wait_for(nodes, 60, interval=0.2, what="3 running nodes")
+        assert running is not None
         started = [info["pid"], *(p.pid for p in psutil.Process(up.pid).children(recursive=True))]
         started += [int(str(r["pid"])) for r in running]
         assert all(psutil.pid_exists(pid) for pid in started)
