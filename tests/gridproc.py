@@ -12,13 +12,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
+import redis
 
 from grid.connection import redis_client
 from grid.rtypes import Redis
@@ -220,3 +222,38 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
 
 def now() -> float:
     return time.time()
+
+
+class BackgroundSampler:
+    """Calls `sample()` every `interval` seconds in a thread with its own Redis client, while
+    used as a context manager; a Redis error skips one sample (Redis may be restarting)."""
+
+    def __init__(self, redis_url: str, interval: float) -> None:
+        self.client = redis_client(redis_url)
+        self.state = GridState(self.client)
+        self.interval = interval
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        wait_for(lambda: self.samples, 5, what=f"a first sample of {type(self).__name__}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+                self.samples += 1
+            except redis.RedisError:
+                pass
+            self._stop.wait(self.interval)

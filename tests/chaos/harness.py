@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,10 +24,9 @@ from typing import Any, TypeVar
 import psutil
 import redis
 
-from grid.connection import redis_client
 from grid.events import Event
-from grid.state import GridState, NodeRecord
-from tests.gridproc import LocalGrid
+from grid.state import NodeRecord
+from tests.gridproc import BackgroundSampler, LocalGrid
 from tests.helpers import wait_for
 
 T = TypeVar("T")
@@ -246,43 +244,23 @@ def assert_invariants(
     raise AssertionError(f"fleet invariants violated after {timeout:.0f}s:\n  {listed}")
 
 
-class FleetWatch:
+class FleetWatch(BackgroundSampler):
     """Samples node records in the background: the most and fewest nodes `running` per pool."""
 
     def __init__(self, url: str, interval: float = 0.05) -> None:
-        self.client = redis_client(url)
-        self.state = GridState(self.client)
-        self.interval = interval
+        super().__init__(url, interval)
         self.max_running: dict[str, int] = {}
         self.min_running: dict[str, int] = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
 
-    def __enter__(self) -> FleetWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.client.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                nodes = self.state.nodes()
-            except redis.RedisError:
-                continue
-            counts: dict[str, int] = {}
-            for n in nodes:
-                if n.status == "running":
-                    counts[n.pool] = counts.get(n.pool, 0) + 1
-            for pool in set(counts) | set(self.min_running):
-                count = counts.get(pool, 0)
-                self.max_running[pool] = max(self.max_running.get(pool, 0), count)
-                self.min_running[pool] = min(self.min_running.get(pool, count), count)
-            self.samples += 1
+    def sample(self) -> None:
+        counts: dict[str, int] = {}
+        for n in self.state.nodes():
+            if n.status == "running":
+                counts[n.pool] = counts.get(n.pool, 0) + 1
+        for pool in set(counts) | set(self.min_running):
+            count = counts.get(pool, 0)
+            self.max_running[pool] = max(self.max_running.get(pool, 0), count)
+            self.min_running[pool] = min(self.min_running.get(pool, count), count)
 
 
 def event_types(events: Iterable[Event]) -> list[str]:

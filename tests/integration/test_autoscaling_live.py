@@ -12,7 +12,6 @@ import http.client
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from grid.autoscaler.metrics import MetricsStore
-from grid.connection import redis_client
-from grid.state import GridState, NodeRecord
-from tests.gridproc import LocalGrid
+from grid.state import NodeRecord
+from tests.gridproc import BackgroundSampler, LocalGrid
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -93,38 +91,23 @@ def make_grid(redis_url: str, tmp_path: Path) -> Iterator[MakeGrid]:
     assert not leaked, f"node processes left behind: {leaked}"
 
 
-class DesiredRecorder:
+class DesiredRecorder(BackgroundSampler):
     """Reads the pool's desired size from Redis every 20 ms in a thread: (time, size) pairs."""
 
     def __init__(self, redis_url: str, pool: str = POOL) -> None:
-        self.client = redis_client(redis_url)
-        self.state = GridState(self.client)
+        super().__init__(redis_url, 0.02)
         self.pool = pool
-        self.samples: list[tuple[float, int | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="desired-recorder", daemon=True)
+        self.sizes_seen: list[tuple[float, int | None]] = []
 
-    def __enter__(self) -> DesiredRecorder:
-        self._thread.start()
-        wait_for(lambda: self.samples, 5, what="a first desired-size sample")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.client.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.time(), self.state.desired().get(self.pool)))
-            self._stop.wait(0.02)
+    def sample(self) -> None:
+        self.sizes_seen.append((time.time(), self.state.desired().get(self.pool)))
 
     def first(self, condition: Callable[[int], bool]) -> float | None:
         """When the desired size first met `condition`."""
-        return next((t for t, n in self.samples if n is not None and condition(n)), None)
+        return next((t for t, n in self.sizes_seen if n is not None and condition(n)), None)
 
     def sizes(self) -> set[int | None]:
-        return {n for _, n in self.samples}
+        return {n for _, n in self.sizes_seen}
 
 
 def cli_ok(grid: LocalGrid, *args: str) -> str:
@@ -366,7 +349,7 @@ def test_load_scales_the_pool_out_then_in_within_bounds(
 
         # Load gone: back to the minimum, after the scale-down cooldown.
         wait_for(
-            lambda: recorder.samples[-1][1] == MIN and recorder.samples[-1][0] > load_end,
+            lambda: recorder.sizes_seen[-1][1] == MIN and recorder.sizes_seen[-1][0] > load_end,
             WINDOW + SCALE_DOWN_COOLDOWN + 4 * EVALUATION_INTERVAL + 10,
             interval=0.05,
             what=f"desired back to {MIN}",
