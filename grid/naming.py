@@ -121,11 +121,6 @@ def decisions_key(pool: str) -> str:
     return f"{PREFIX}:decisions:{pool}"
 
 
-def node_metrics_key(node_id: str, metric: str) -> str:
-    """Sorted set of samples (score = unix time) of one metric of one node."""
-    return f"{PREFIX}:m:node:{node_id}:{metric}"
-
-
 def pool_metrics_key(pool: str, metric: str) -> str:
     """Sorted set of per-tick pool aggregates of one metric."""
     return f"{PREFIX}:m:pool:{pool}:{metric}"

@@ -7,7 +7,6 @@ A bad value fails at start with one line that names the key and what was expecte
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,9 +105,3 @@ def load_settings(**overrides: Any) -> Settings:
             f"(got {settings.offline_after} <= {settings.degraded_after})"
         )
     return settings
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Process-wide settings, read once."""
-    return load_settings()

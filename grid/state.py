@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any, TypeVar
@@ -319,7 +318,3 @@ class GridState:
         for item in ids:
             pipe.hgetall(key_fn(item))
         return [cls.from_hash(d) if d else None for d in pipe.execute()]
-
-
-def now() -> float:
-    return time.time()

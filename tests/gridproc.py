@@ -7,13 +7,11 @@ and `bench/chaos.py` drive their grids through it too, so nothing here may need 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -206,10 +204,6 @@ class LocalGrid:
         return leaked
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return dict(json.loads(path.read_text()))
-
-
 def wait_gone(pid: int, timeout: float = 10) -> None:
     def gone() -> bool:
         try:
@@ -218,10 +212,6 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
             return True
 
     wait_for(gone, timeout, what=f"process {pid} to end")
-
-
-def now() -> float:
-    return time.time()
 
 
 class BackgroundSampler:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from grid.connection import connect, resolve_redis_url
 from grid.durations import parse_duration
-from grid.errors import GridError, NotFoundError
+from grid.errors import ConfigError, GridError, NotFoundError
 from grid.rtypes import Redis
 from grid.settings import Settings, load_settings
 from grid.state import AgentRecord, GridState, NodeRecord, Record
@@ -164,7 +163,7 @@ def wait_until(
         time.sleep(interval)
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print one line on stderr and exit with `code` (2: bad input, 1: operation failed)."""
-    click.echo(f"grid: {message}", err=True)
-    sys.exit(code)
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Stop the command: `grid.cli.main` prints the one line and exits with `code`
+    (2: bad input, 1: the operation failed)."""
+    raise (ConfigError if code == 2 else GridError)(message)

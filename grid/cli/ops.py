@@ -157,7 +157,6 @@ def spawn(
     final = state.node(rec.node_id)
     if final is None or final.status != NodeStatus.RUNNING.value:
         fail(f"node {rec.node_id} failed: {final.error if final else 'removed'}", code=1)
-    assert final is not None
     click.echo(f"{rec.node_id} running at {final.endpoint}")
 
 

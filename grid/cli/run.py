@@ -270,9 +270,7 @@ def up(
             )
         if with_flower:
             start("flower", _grid_cmd("flower", "--port", str(flower_port)))
-        ctx._settings = None  # the children's URL applies to us too
-        os.environ["GRID_REDIS_URL"] = url
-        state = ctx.state
+        state = ctx.state  # finds the embedded server through GRID_HOME, as the children do
 
         def ready() -> tuple[bool, str]:
             agents = [a for a in state.agents() if a.status == "online"]

@@ -140,6 +140,13 @@ class Platform(ABC):
     def logs(self, node_id: str, lines: int = 100) -> str:
         """The last `lines` lines of the workload's output."""
 
+    def adopt(self, node_id: str) -> None:
+        """Take over a running workload this adapter instance did not start (agent restart).
+
+        Adapters whose exit watch already covers every labelled workload need nothing here.
+        """
+        return  # the default watch polls `status` of every node the agent names
+
     def watch(self, node_ids: Callable[[], builtins.list[str]], on_exit: ExitCallback) -> None:
         """Call `on_exit` when a watched workload ends.
 

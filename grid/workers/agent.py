@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 LABEL_GENERATION = "grid.generation"
 
+#: node id -> (agent_id, generation, status) as its record says (None where it is gone)
+Placements = dict[str, tuple[str | None, str | None, str | None]]
+
 _runtime: AgentRuntime | None = None
 
 
@@ -435,9 +438,7 @@ class AgentRuntime:
                 self.nodes[handle.node_id] = LocalNode(
                     record=rec, spec=self.spec_for(rec), phase="running", endpoint=handle.endpoint
                 )
-            adopt = getattr(self.platform, "adopt", None)
-            if adopt is not None:
-                adopt(handle.node_id)
+            self.platform.adopt(handle.node_id)
             self._node_event(
                 EventType.NODE_ADOPTED,
                 f"node {handle.node_id} adopted at {handle.endpoint}",
@@ -452,7 +453,19 @@ class AgentRuntime:
             elif rec.active:
                 threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
 
-    def _pick_up_lost_tasks(self) -> None:
+    def _read_placements(self) -> Placements:
+        """(agent_id, generation, status) of every node record and of every local node (whose
+        record may be gone), in one pipelined read: what both per-beat checks look at."""
+        with self._nodes_lock:
+            local = set(self.nodes)
+        ids = sorted(set(self.state.r.smembers(naming.nodes_key())) | local)
+        pipe = self.state.r.pipeline(transaction=False)
+        for nid in ids:
+            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
+        rows = pipe.execute()
+        return {nid: (row[0], row[1], row[2]) for nid, row in zip(ids, rows, strict=True)}
+
+    def _pick_up_lost_tasks(self, placements: Placements) -> None:
         """Spawn or stop this agent's records whose task never came (checked every beat).
 
         Celery on Redis can drop or strand a task message when the broker connection breaks
@@ -460,13 +473,9 @@ class AgentRuntime:
         working on it, on beats at least two heartbeats (and 2 s) apart is acted on here;
         both actions are idempotent by node id, so a task that does arrive later is a no-op.
         """
-        ids = sorted(self.state.r.smembers(naming.nodes_key()))
-        pipe = self.state.r.pipeline(transaction=False)
-        for nid in ids:
-            pipe.hmget(naming.node_key(nid), ["agent_id", "status"])
         now = time.monotonic()
         waiting: dict[str, float] = {}
-        for nid, (agent_id, status) in zip(ids, pipe.execute(), strict=True):
+        for nid, (agent_id, _, status) in placements.items():
             if agent_id != self.agent_id or status not in ("pending", "stopping"):
                 continue
             lock = self._node_locks[nid]
@@ -507,20 +516,14 @@ class AgentRuntime:
             rec.pool if rec else "",
         )
 
-    def _fence_stale(self) -> None:
+    def _fence_stale(self, placements: Placements) -> None:
         """Stop local nodes whose record no longer places them here (checked every beat)."""
         with self._nodes_lock:
             local = {
                 nid: n for nid, n in self.nodes.items() if n.phase in ("running", "restarting")
             }
-        if not local:
-            return
-        pipe = self.state.r.pipeline(transaction=False)
-        for nid in local:
-            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
-        for (nid, node), (agent_id, generation, status) in zip(
-            local.items(), pipe.execute(), strict=True
-        ):
+        for nid, node in local.items():
+            agent_id, generation, status = placements.get(nid, (None, None, None))
             if (
                 agent_id == self.agent_id
                 and status not in ("lost", "failed")
@@ -550,8 +553,9 @@ class AgentRuntime:
             memory_percent=psutil.virtual_memory().percent,
         )
         self.events.emit(EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count)
-        self._fence_stale()
-        self._pick_up_lost_tasks()
+        placements = self._read_placements()
+        self._fence_stale(placements)
+        self._pick_up_lost_tasks(placements)
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.settings.heartbeat_interval):

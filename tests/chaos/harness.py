@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -261,7 +261,3 @@ class FleetWatch(BackgroundSampler):
             count = counts.get(pool, 0)
             self.max_running[pool] = max(self.max_running.get(pool, 0), count)
             self.min_running[pool] = min(self.min_running.get(pool, count), count)
-
-
-def event_types(events: Iterable[Event]) -> list[str]:
-    return [e.type for e in events]

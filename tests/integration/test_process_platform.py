@@ -20,7 +20,13 @@ from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadStatus
 from grid.platforms.process import ProcessPlatform
 from grid.ports import free_port
-from tests.e2e.conformance import HEALTH_TIMEOUT, MakeSpec, PlatformConformance, closing_all
+from tests.e2e.conformance import (
+    HEALTH_TIMEOUT,
+    MakeSpec,
+    PlatformConformance,
+    closing_all,
+    spec_maker,
+)
 from tests.helpers import wait_for
 
 AGENT_ID = "conf-agent"
@@ -42,26 +48,20 @@ def make_platform(make_process: Callable[..., ProcessPlatform]) -> Callable[[], 
 
 
 @pytest.fixture
-def make_spec(grid_node_command: list[str], tmp_path: Path) -> Iterator[MakeSpec]:
-    made: list[str] = []
-
-    def make(**overrides: object) -> NodeSpec:
-        fields: dict[str, object] = {
-            "node_id": f"proc-{len(made)}",
-            "agent_id": AGENT_ID,
-            "pool": "conf",
-            "command": grid_node_command,
-            **overrides,
-        }
-        made.append(str(fields["node_id"]))
-        return NodeSpec(**fields)  # type: ignore[arg-type]
-
-    yield make
-    # whatever a failed test left running is stopped by a fresh adapter on the same root
+def node_ids(tmp_path: Path) -> Iterator[list[str]]:
+    """Ids of the nodes a test may have started; a fresh adapter stops them at teardown."""
+    ids: list[str] = []
+    yield ids
     cleaner = create_platform("process", AGENT_ID, {"root": str(tmp_path / "nodes")})
-    for node_id in made:
+    for node_id in ids:
         cleaner.stop(node_id, grace=1)
     cleaner.close()
+
+
+@pytest.fixture
+def make_spec(node_ids: list[str], grid_node_command: list[str]) -> MakeSpec:
+    make = spec_maker(node_ids, "proc", AGENT_ID)
+    return lambda **overrides: make(**{"command": grid_node_command, **overrides})
 
 
 @pytest.fixture
