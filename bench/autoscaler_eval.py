@@ -2,7 +2,7 @@
 
     python bench/autoscaler_eval.py [--nodes 1000] [--agents 20] [--evals 200] [--json]
 
-Starts its own redis-server (grid.redis_server.EmbeddedRedis, append-only off) and stops it.
+Starts its own redis-server (grid.core.redis_server.EmbeddedRedis, append-only off) and stops it.
 1. History: two hours of samples at one a minute (so forecasts have data), then ten minutes
    at the agents' real cadence (every 5 s): every agent writes its nodes' samples (8 metrics
    each) in one pipelined batch per tick. Reported: node samples/s, metric values/s, and the
@@ -39,7 +39,7 @@ from bench.common import machine, verdict  # noqa: E402
 from grid.autoscaler.metrics import MetricsStore  # noqa: E402
 from grid.autoscaler.policy import PoolPolicy, load_policy_file  # noqa: E402
 from grid.autoscaler.service import apply_policy, evaluate_due_pools, remove_policy  # noqa: E402
-from grid.redis_server import EmbeddedRedis  # noqa: E402
+from grid.core.redis_server import EmbeddedRedis  # noqa: E402
 
 POOL = "store"
 METRICS = ("cpu_percent", "rss_bytes", "request_rate", "inflight", "latency_p50_ms",

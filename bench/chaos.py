@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from grid import naming  # noqa: E402
-from grid.celery_app import app, configure  # noqa: E402
-from grid.health import probe  # noqa: E402
-from grid.redis_server import EmbeddedRedis  # noqa: E402
-from grid.state import NodeRecord  # noqa: E402
+from grid.core import naming  # noqa: E402
+from grid.core.celery_app import app, configure  # noqa: E402
+from grid.core.redis_server import EmbeddedRedis  # noqa: E402
+from grid.core.state import NodeRecord  # noqa: E402
+from grid.workers.agent.health import probe  # noqa: E402
 from tests.chaos.harness import ChaosGrid, assert_invariants  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 

@@ -1,8 +1,9 @@
 """What the benchmarks share: percentiles, the machine they ran on, and the adapter timing loop.
 
 `measure_adapter` is the one loop that times a platform adapter as an agent drives it:
-`spawn()` returning, spawn → first /health 200 (`grid.health.wait_healthy`, the agent's own
-probe) and `stop()`, each summarised by `summary` (nearest-rank p50/p90/p99, max, in ms).
+`spawn()` returning, spawn → first /health 200 (`grid.workers.agent.health.wait_healthy`,
+the agent's own probe) and `stop()`, each summarised by
+`summary` (nearest-rank p50/p90/p99, max, in ms).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from grid.health import wait_healthy
 from grid.platforms.base import NodeHandle, NodeSpec
+from grid.workers.agent.health import wait_healthy
 
 T = TypeVar("T")
 
 HEALTH_TIMEOUT = 60.0  # seconds from spawn() returning to the first /health 200
-STOP_GRACE = 5.0  # the agent's default stop_grace (grid/settings.py)
+STOP_GRACE = 5.0  # the agent's default stop_grace (grid/core/settings.py)
 
 
 # ---- statistics -------------------------------------------------------------------------

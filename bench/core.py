@@ -1,6 +1,6 @@
 """Core benchmarks (issue 2): Celery baseline, dispatch, spawn-to-healthy, registration, scale.
 
-One run starts its own embedded Redis (grid.redis_server), a master and two process agents
+One run starts its own embedded Redis (grid.core.redis_server), a master and two process agents
 (max 50 nodes each) as real `grid` processes (tests/gridproc.py's LocalGrid, with the grid's
 default settings), measures, and removes everything it started:
 
@@ -38,15 +38,15 @@ from celery import Celery  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.common import machine, measure_adapter  # noqa: E402
-from grid import naming  # noqa: E402
-from grid.celery_app import configure  # noqa: E402
-from grid.connection import redis_client  # noqa: E402
-from grid.events import EventLog, EventType  # noqa: E402
+from grid.core import naming  # noqa: E402
+from grid.core.celery_app import configure  # noqa: E402
+from grid.core.connection import redis_client  # noqa: E402
+from grid.core.events import EventLog, EventType  # noqa: E402
+from grid.core.redis_server import EmbeddedRedis  # noqa: E402
+from grid.core.state import AgentRecord, GridState, owner_token  # noqa: E402
 from grid.platforms import create_platform  # noqa: E402
 from grid.platforms.base import NodeSpec  # noqa: E402
-from grid.redis_server import EmbeddedRedis  # noqa: E402
-from grid.state import AgentRecord, GridState, owner_token  # noqa: E402
-from grid.workers.agent import resolve_node_command  # noqa: E402
+from grid.workers.agent.runtime import resolve_node_command  # noqa: E402
 from tests.gridproc import LocalGrid, stop_process  # noqa: E402
 
 ECHO_QUEUE = "bench.echo"

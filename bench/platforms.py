@@ -2,7 +2,8 @@
 
 Each row spawns `--count` grid-nodes one after another (after `--warmup` unmeasured ones)
 with `bench.common.measure_adapter`: spawn() returning, spawn() → first /health 200 with
-`grid.health.wait_healthy` (the agent's own probe), and stop() (grace 5 s, the agent's default).
+`grid.workers.agent.health.wait_healthy` (the agent's own probe), and stop() (grace 5 s, the
+agent's default).
 
 - baseline: `python -c pass`, interpreter start to exit: the floor of any Python node;
 - grid-node, no adapter: Popen → port on the ready pipe → /health 200, SIGTERM → exit 0
@@ -50,7 +51,7 @@ from bench.common import (  # noqa: E402
     timed,
     verdict,
 )
-from grid.naming import node_labels  # noqa: E402
+from grid.core.naming import node_labels  # noqa: E402
 from grid.platforms import PLATFORM_NAMES, create_platform  # noqa: E402
 from grid.platforms.base import NodeHandle, NodeSpec, node_argv  # noqa: E402
 from grid.platforms.process import READY_FD_ENV, read_ready_port  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grid.redis_server import EmbeddedRedis
+from grid.core.redis_server import EmbeddedRedis
 from tests.gridproc import LocalGrid
 
 TIERS = ("unit", "integration", "e2e", "chaos")

@@ -20,9 +20,9 @@ from typing import Any, Self
 import psutil
 import redis
 
-from grid.connection import redis_client
-from grid.rtypes import Redis
-from grid.state import GridState, NodeRecord
+from grid.core.connection import redis_client
+from grid.core.rtypes import Redis
+from grid.core.state import GridState, NodeRecord
 from tests.helpers import wait_for
 
 FAST_TIMINGS = {

@@ -22,7 +22,7 @@ from grid.autoscaler.service import (
     list_policies,
     remove_policy,
 )
-from grid.durations import format_duration, parse_duration
+from grid.core.durations import format_duration, parse_duration
 
 __all__ = [
     "Decision",

@@ -41,8 +41,8 @@ from grid.autoscaler.policy import (
     load_policy_file,
 )
 from grid.autoscaler.strategies import ceil_safe
-from grid.durations import parse_duration
-from grid.errors import ConfigError
+from grid.core.durations import parse_duration
+from grid.core.errors import ConfigError
 
 ALL_METRICS = ""  # the metric of a trace row with none: every metric the policy reads
 

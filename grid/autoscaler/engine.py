@@ -37,7 +37,7 @@ from grid.autoscaler.policy import (
     step_amount,
 )
 from grid.autoscaler.strategies import CheckInput, StrategyCheck, Vote, error_vote, vote
-from grid.durations import format_duration
+from grid.core.durations import format_duration
 
 
 class MetricsSource(Protocol):

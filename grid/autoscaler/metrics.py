@@ -1,6 +1,6 @@
 """The metrics store: node samples and per-pool aggregates in Redis.
 
-Layout (keys from grid.naming), chosen so an evaluation reads O(window), not O(nodes x window):
+Layout (keys from grid.core.naming), chosen so an evaluation reads O(window), not O(nodes x window):
 
 * ``node_samples_key(node)`` - sorted set, score = time, member = JSON of one sample of every
   metric of the node; trimmed to `retention` at each write, expires when the node stops.
@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.client
 
-from grid.naming import (
+from grid.core.naming import (
     metric_pools_key,
     node_samples_key,
     pool_history_key,
@@ -43,7 +43,7 @@ from grid.naming import (
     pool_metrics_key,
     pool_minute_key,
 )
-from grid.rtypes import Redis
+from grid.core.rtypes import Redis
 
 DEFAULT_RETENTION = 3600.0
 DEFAULT_HISTORY_RETENTION = 86400.0

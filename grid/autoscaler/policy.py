@@ -16,7 +16,7 @@ A policy file holds one or several pool policies under ``policies:``, keyed by p
         tolerance: 0.1              # default tolerance of target_value/predictive checks
         on_check_error: ignore      # ignore: a failing check abstains; fail: hold
         dry_run: false              # record decisions, never change the pool
-        placement: {strategy: cost} # grid.placement.PlacementRules
+        placement: {strategy: cost} # grid.workers.master.placement.PlacementRules
         checks:
           - name: cpu
             strategy: threshold     # threshold | target_value | schedule | predictive
@@ -55,12 +55,12 @@ from pydantic import (
     model_validator,
 )
 
-from grid.durations import format_duration, parse_duration
-from grid.errors import PolicyError
-from grid.naming import valid_id
-from grid.placement import PlacementRules
+from grid.core.durations import format_duration, parse_duration
+from grid.core.errors import PolicyError
+from grid.core.naming import valid_id
+from grid.workers.master.placement import PlacementRules
 
-# ---- durations (grid.durations) ----------------------------------------------------------
+# ---- durations (grid.core.durations) ----------------------------------------------------------
 
 
 def _duration(value: Any) -> float:

@@ -34,7 +34,7 @@ from grid.autoscaler.strategies import (
     make_vote,
     proportional,
 )
-from grid.durations import format_duration
+from grid.core.durations import format_duration
 
 MAX_PENDING = 500  # forecasts waiting for their actual value
 

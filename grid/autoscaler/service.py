@@ -23,8 +23,8 @@ from grid.autoscaler.engine import (
 )
 from grid.autoscaler.metrics import MetricsStore, as_text
 from grid.autoscaler.policy import PoolPolicy
-from grid.naming import decisions_key, policies_key, policy_state_key
-from grid.rtypes import Redis
+from grid.core.naming import decisions_key, policies_key, policy_state_key
+from grid.core.rtypes import Redis
 
 log = logging.getLogger(__name__)
 

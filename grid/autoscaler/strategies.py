@@ -21,7 +21,7 @@ from grid.autoscaler.policy import (
     ThresholdCheck,
     step_amount,
 )
-from grid.durations import format_duration
+from grid.core.durations import format_duration
 
 Action = Literal["up", "down", "hold", "abstain", "error"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from grid import naming
 from grid.cli.common import Context, Duration, emit_json, fail, json_option, pass_ctx, table
-from grid.errors import NotFoundError, PolicyError
+from grid.core import naming
+from grid.core.errors import NotFoundError, PolicyError
 
 
 @click.command()
@@ -267,7 +267,7 @@ def load(
     ctx: Context, pool: str, rps: float, duration: float, concurrency: int, as_json: bool
 ) -> None:
     """Drive real HTTP traffic at a pool's running nodes (PUT and GET of small values)."""
-    from grid.loadgen import LoadReport, run_load  # noqa: PLC0415
+    from grid.node.loadgen import LoadReport, run_load  # noqa: PLC0415
 
     state = ctx.state
 

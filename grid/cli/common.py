@@ -9,12 +9,12 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from grid.connection import connect, resolve_redis_url
-from grid.durations import parse_duration
-from grid.errors import ConfigError, GridError, NotFoundError
-from grid.rtypes import Redis
-from grid.settings import Settings, load_settings
-from grid.state import AgentRecord, GridState, NodeRecord, Record
+from grid.core.connection import connect, resolve_redis_url
+from grid.core.durations import parse_duration
+from grid.core.errors import ConfigError, GridError, NotFoundError
+from grid.core.rtypes import Redis
+from grid.core.settings import Settings, load_settings
+from grid.core.state import AgentRecord, GridState, NodeRecord, Record
 
 R = TypeVar("R", bound=Record)
 
@@ -47,7 +47,7 @@ class Context:
         return GridState(self.redis)
 
     def send_task(self, name: str, args: list[Any], queue: str) -> None:
-        from grid.celery_app import app, configure  # noqa: PLC0415 - celery is slow to import
+        from grid.core.celery_app import app, configure  # noqa: PLC0415 - celery is slow to import
 
         self.redis  # noqa: B018 - fail fast (exit 2) when Redis is unreachable
         configure(self.url)
@@ -56,7 +56,7 @@ class Context:
     def call_task(self, name: str, args: list[Any], queue: str, timeout: float) -> Any:
         from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415
 
-        from grid.celery_app import app, configure  # noqa: PLC0415
+        from grid.core.celery_app import app, configure  # noqa: PLC0415
 
         self.redis  # noqa: B018
         configure(self.url)

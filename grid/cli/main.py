@@ -9,7 +9,7 @@ import redis
 
 from grid import __version__
 from grid.cli import autoscale, ops, read, run
-from grid.errors import GridError
+from grid.core.errors import GridError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,11 +6,11 @@ import time
 
 import click
 
-from grid import naming
 from grid.cli.common import Context, Duration, fail, known_agent, known_node, pass_ctx, wait_until
-from grid.errors import ConfigError
-from grid.events import EventLog, EventType
-from grid.state import AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.core import naming
+from grid.core.errors import ConfigError
+from grid.core.events import EventLog, EventType
+from grid.core.state import AgentStatus, GridState, NodeRecord, NodeStatus
 
 wait_option = click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait until done, printing progress."

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from grid import naming
 from grid.cli.common import (
     Context,
     Duration,
@@ -19,10 +18,11 @@ from grid.cli.common import (
     pass_ctx,
     print_records,
 )
-from grid.errors import ConfigError
-from grid.events import EVENT_TYPES, Event, EventLog
-from grid.health import probe
-from grid.report import agents_with_node_counts, status_report
+from grid.core import naming
+from grid.core.errors import ConfigError
+from grid.core.events import EVENT_TYPES, Event, EventLog
+from grid.workers.agent.health import probe
+from grid.workers.master.report import agents_with_node_counts, status_report
 
 
 @click.command()

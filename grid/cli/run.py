@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from grid import naming
 from grid.cli.common import Context, fail, pass_ctx, wait_until
-from grid.errors import ConfigError, GridError
-from grid.logs import setup_logging
+from grid.core import naming
+from grid.core.errors import ConfigError, GridError
+from grid.core.logs import setup_logging
 from grid.platforms import PLATFORM_NAMES, parse_config
 
 
@@ -58,7 +58,7 @@ def agent(
     It registers, heartbeats, supervises its nodes, and on Ctrl-C stops its nodes and
     unregisters. Flags override the values of --config.
     """
-    from grid.agent_config import AgentFile, load_agent_config  # noqa: PLC0415
+    from grid.workers.agent.config import AgentFile, load_agent_config  # noqa: PLC0415
 
     file = load_agent_config(config_path) if config_path else AgentFile()
     section = file.agent
@@ -67,7 +67,7 @@ def agent(
         raise ConfigError("an agent needs an id: --id ID (or [agent] id in --config)")
     if not naming.valid_id(agent_id):
         raise ConfigError(f"bad agent id {agent_id!r}: use lowercase letters, digits and '-'")
-    from grid.workers.agent import AgentOptions, AgentRuntime, set_current_agent  # noqa: PLC0415
+    from grid.workers.agent.runtime import AgentOptions, AgentRuntime, set_current_agent  # noqa: PLC0415
 
     options = AgentOptions(
         agent_id=agent_id,
@@ -115,7 +115,7 @@ def master(ctx: Context, master_id: str | None) -> None:
     Several masters may run; one holds the leader lease in Redis, the others stand by and
     take over within the lease time (GRID_LEASE_TTL) if it dies.
     """
-    from grid.workers.master import (  # noqa: PLC0415
+    from grid.workers.master.runtime import (  # noqa: PLC0415
         LeadershipStep,
         MasterRuntime,
         set_current_master,
@@ -150,7 +150,7 @@ def master(ctx: Context, master_id: str | None) -> None:
 
 def _start_web(runtime: Any) -> Any:
     """The master's pages; a busy port only costs the pages, not the master."""
-    from grid.web import WebServer  # noqa: PLC0415
+    from grid.workers.master.pages import WebServer  # noqa: PLC0415
 
     settings = runtime.settings
     if settings.http_port < 0:
@@ -221,7 +221,7 @@ def up(
     Everything stops, with no process left behind, on Ctrl-C. From another terminal in the
     same folder, `grid scale --nodes 5` and friends find this grid by themselves.
     """
-    from grid.redis_server import EmbeddedRedis, discover, remove_info, write_info  # noqa: PLC0415
+    from grid.core.redis_server import EmbeddedRedis, discover, remove_info, write_info  # noqa: PLC0415
 
     settings = ctx.settings
     home = settings.home

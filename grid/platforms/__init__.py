@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from grid.errors import ConfigError, MissingExtraError
+from grid.core.errors import ConfigError, MissingExtraError
 from grid.platforms.base import Platform, PlatformConfig
 
 # name -> (module, class, extra that provides its dependency or None)

@@ -31,8 +31,9 @@ import docker.errors
 import requests
 from pydantic import Field, field_validator
 
-from grid.errors import PlatformError, PlatformUnavailableError, SpawnError
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_PORT, node_labels
+from grid.core.errors import PlatformError, PlatformUnavailableError, SpawnError
+from grid.core.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_PORT, node_labels
+from grid.core.ports import PortAllocator
 from grid.platforms.base import (
     ExitCallback,
     HostPortConfig,
@@ -45,7 +46,6 @@ from grid.platforms.base import (
     node_argv,
 )
 from grid.platforms.process import describe_exit
-from grid.ports import PortAllocator
 
 log = logging.getLogger(__name__)
 

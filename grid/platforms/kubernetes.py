@@ -39,8 +39,8 @@ from kubernetes import watch as _watch
 from kubernetes.client.exceptions import ApiException
 from pydantic import Field, field_validator
 
-from grid.errors import ConfigError, PlatformError, PlatformUnavailableError, SpawnError
-from grid.naming import LABEL_MANAGED, LABEL_NODE_ID, node_labels
+from grid.core.errors import ConfigError, PlatformError, PlatformUnavailableError, SpawnError
+from grid.core.naming import LABEL_MANAGED, LABEL_NODE_ID, node_labels
 from grid.platforms.base import (
     ExitCallback,
     NodeHandle,

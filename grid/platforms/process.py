@@ -24,8 +24,9 @@ from typing import Any
 
 import psutil
 
-from grid.errors import SpawnError
-from grid.naming import node_labels
+from grid.core.errors import SpawnError
+from grid.core.naming import node_labels
+from grid.core.ports import PortAllocator
 from grid.platforms.base import (
     ExitCallback,
     HostPortConfig,
@@ -37,7 +38,6 @@ from grid.platforms.base import (
     WorkloadStatus,
     node_argv,
 )
-from grid.ports import PortAllocator
 
 READY_FD_ENV = "GRID_READY_FD"
 HANDLE_FILE = "handle.json"

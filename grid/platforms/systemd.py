@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from grid.errors import PlatformError, PlatformUnavailableError, SpawnError
-from grid.naming import node_labels, valid_id
+from grid.core.errors import PlatformError, PlatformUnavailableError, SpawnError
+from grid.core.naming import node_labels, valid_id
+from grid.core.ports import PortAllocator
 from grid.platforms.base import (
     HostPortConfig,
     NodeHandle,
@@ -40,7 +41,6 @@ from grid.platforms.base import (
     node_argv,
 )
 from grid.platforms.process import describe_exit
-from grid.ports import PortAllocator
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 USER_UNIT_DIR = "~/.config/systemd/user"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from grid.celery_app import app
-from grid.errors import PlatformUnavailableError
-from grid.workers.agent import current_agent
+from grid.core.celery_app import app
+from grid.core.errors import PlatformUnavailableError
+from grid.workers.agent.runtime import current_agent
 
 SPAWN_NODE = "grid.spawn_node"
 STOP_NODE = "grid.stop_node"

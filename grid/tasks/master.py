@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from grid.celery_app import app
-from grid.workers.master import current_master
+from grid.core.celery_app import app
+from grid.workers.master.runtime import current_master
 
 RECONCILE = "grid.reconcile"
 HEALTH_TICK = "grid.health_tick"

@@ -10,7 +10,7 @@ from typing import Any
 from celery.platforms import EX_FAILURE
 from celery.worker import state as worker_state
 
-from grid.celery_app import app, configure
+from grid.core.celery_app import app, configure
 
 log = logging.getLogger(__name__)
 

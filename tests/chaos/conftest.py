@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from grid.ports import free_port
-from grid.redis_server import EmbeddedRedis, find_redis_server, ping
+from grid.core.ports import free_port
+from grid.core.redis_server import EmbeddedRedis, find_redis_server, ping
 from tests.chaos.harness import ChaosGrid
 from tests.helpers import require, wait_for
 

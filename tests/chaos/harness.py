@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import psutil
 import redis
 
-from grid.events import Event
-from grid.state import NodeRecord
+from grid.core.events import Event
+from grid.core.state import NodeRecord
 from tests.gridproc import BackgroundSampler, LocalGrid
 from tests.helpers import wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from grid.workers.agent import resolve_node_command
+from grid.workers.agent.runtime import resolve_node_command
 from tests.chaos.conftest import GridFactory
 from tests.chaos.harness import assert_invariants
 from tests.helpers import wait_for

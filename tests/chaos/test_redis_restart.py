@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grid.redis_server import EmbeddedRedis
+from grid.core.redis_server import EmbeddedRedis
 from tests.chaos.conftest import GridFactory
 from tests.chaos.harness import ChaosGrid, assert_invariants, quiet
 from tests.helpers import wait_for

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from grid.errors import SpawnError
-from grid.health import probe, wait_healthy
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID
+from grid.core.errors import SpawnError
+from grid.core.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID
 from grid.platforms.base import NodeSpec, Platform, WorkloadState
+from grid.workers.agent.health import probe, wait_healthy
 from tests.helpers import wait_for
 
 MakePlatform = Callable[[], Platform]

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 import docker.errors
 import pytest
 
-from grid.errors import ConfigError, PlatformUnavailableError, SpawnError
-from grid.health import wait_healthy
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL, LABEL_PORT
+from grid.core.errors import ConfigError, PlatformUnavailableError, SpawnError
+from grid.core.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL, LABEL_PORT
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
 from grid.platforms.docker import DockerPlatform, published_port
+from grid.workers.agent.health import wait_healthy
 from tests.e2e.conformance import (
     HEALTH_TIMEOUT,
     PlatformConformance,

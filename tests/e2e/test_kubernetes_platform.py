@@ -27,9 +27,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes import watch as watch_module
 
-from grid.errors import ConfigError, PlatformUnavailableError, SpawnError
-from grid.health import wait_healthy
-from grid.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL
+from grid.core.errors import ConfigError, PlatformUnavailableError, SpawnError
+from grid.core.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID, LABEL_POOL
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadState, WorkloadStatus
 from grid.platforms.kubernetes import (
@@ -38,6 +37,7 @@ from grid.platforms.kubernetes import (
     claim_name,
     pod_name,
 )
+from grid.workers.agent.health import wait_healthy
 from tests.e2e.conformance import (
     HEALTH_TIMEOUT,
     PlatformConformance,
@@ -546,7 +546,7 @@ def socketless_port() -> int:
 def test_missing_extra_names_grid_kubernetes() -> None:
     code = (
         "import sys; sys.modules['kubernetes'] = None\n"
-        "from grid.errors import MissingExtraError\n"
+        "from grid.core.errors import MissingExtraError\n"
         "from grid.platforms import platform_class\n"
         "try:\n"
         "    platform_class('kubernetes')\n"

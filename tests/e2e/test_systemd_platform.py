@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from grid.health import wait_healthy
-from grid.naming import LABEL_MANAGED, LABEL_NODE_ID, node_labels
+from grid.core.naming import LABEL_MANAGED, LABEL_NODE_ID, node_labels
 from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
 from grid.platforms.systemd import SystemdPlatform
+from grid.workers.agent.health import wait_healthy
 from tests.e2e.conformance import HEALTH_TIMEOUT, PlatformConformance
 from tests.e2e.systemd_container import (
     REPO_ROOT,

@@ -20,8 +20,8 @@ from grid.autoscaler.service import (
     load_state,
     remove_policy,
 )
-from grid.naming import decisions_key, node_samples_key, pool_history_key, pool_metrics_key
-from grid.rtypes import Redis
+from grid.core.naming import decisions_key, node_samples_key, pool_history_key, pool_metrics_key
+from grid.core.rtypes import Redis
 
 T0 = 1_767_571_200.0
 

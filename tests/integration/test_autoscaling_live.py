@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from grid.autoscaler.metrics import MetricsStore
-from grid.state import NodeRecord
+from grid.core.state import NodeRecord
 from tests.gridproc import BackgroundSampler, LocalGrid
 from tests.helpers import wait_for
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from grid.connection import redis_client
-from grid.events import EventLog, EventType
-from grid.ports import free_port
-from grid.rtypes import Redis
-from grid.state import AgentRecord, GridState, NodeRecord
+from grid.core.connection import redis_client
+from grid.core.events import EventLog, EventType
+from grid.core.ports import free_port
+from grid.core.rtypes import Redis
+from grid.core.state import AgentRecord, GridState, NodeRecord
 
 
 @pytest.fixture

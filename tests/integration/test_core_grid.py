@@ -21,11 +21,11 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner
 
-from grid import naming
-from grid.celery_app import configure
 from grid.cli.main import cli
-from grid.redis_server import EmbeddedRedis
-from grid.state import NodeRecord
+from grid.core import naming
+from grid.core.celery_app import configure
+from grid.core.redis_server import EmbeddedRedis
+from grid.core.state import NodeRecord
 from tests.gridproc import LocalGrid, wait_gone
 from tests.helpers import NODE_FIELDS, wait_for
 

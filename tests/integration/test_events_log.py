@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from grid import naming
-from grid.connection import redis_client
-from grid.events import LIVE_CHANNEL, EventLog, EventType
-from grid.rtypes import Redis
+from grid.core import naming
+from grid.core.connection import redis_client
+from grid.core.events import LIVE_CHANNEL, EventLog, EventType
+from grid.core.rtypes import Redis
 from tests.helpers import wait_for
 
 

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from grid.health import wait_healthy
+from grid.core.ports import free_port
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadStatus
 from grid.platforms.process import ProcessPlatform
-from grid.ports import free_port
+from grid.workers.agent.health import wait_healthy
 from tests.e2e.conformance import (
     HEALTH_TIMEOUT,
     MakeSpec,

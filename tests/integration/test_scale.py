@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from grid.state import NodeRecord
+from grid.core.state import NodeRecord
 from tests.gridproc import LocalGrid
 
 

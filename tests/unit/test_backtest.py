@@ -21,7 +21,7 @@ from grid.autoscaler.backtest import (
 )
 from grid.autoscaler.hpa import HPA
 from grid.autoscaler.policy import PoolPolicy
-from grid.errors import ConfigError
+from grid.core.errors import ConfigError
 
 T0 = 1_767_571_200.0
 

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grid.cli.main import cli, main
-from grid.connection import redis_client
-from grid.events import EVENT_TYPES, EventLog, EventType
-from grid.rtypes import Redis
-from grid.state import AgentRecord, GridState, NodeRecord
+from grid.core.connection import redis_client
+from grid.core.events import EVENT_TYPES, EventLog, EventType
+from grid.core.rtypes import Redis
+from grid.core.state import AgentRecord, GridState, NodeRecord
 from tests.helpers import NODE_FIELDS
 
 AGENT_FIELDS = {

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from grid.cli.main import cli
-from grid.settings import ENV_PREFIX, Settings
+from grid.core.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

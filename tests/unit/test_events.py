@@ -1,4 +1,4 @@
-"""The event catalogue and event encoding (grid.events), with no Redis.
+"""The event catalogue and event encoding (grid.core.events), with no Redis.
 
 Reading and writing the stream against a real Redis is in tests/integration/test_events_log.py.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from grid.events import EVENT_TYPES, NOT_STORED, Event, EventType
+from grid.core.events import EVENT_TYPES, NOT_STORED, Event, EventType
 
 # The 19 types issue 2 lists; the catalogue may hold more (drain, adoption, leader, autoscaler).
 ISSUE_TYPES = [

@@ -1,4 +1,4 @@
-"""grid.naming: the one place that builds queue names, Redis keys and labels."""
+"""grid.core.naming: the one place that builds queue names, Redis keys and labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from grid import naming
+from grid.core import naming
 
 # (function, args, expected)
 NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [

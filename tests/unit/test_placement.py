@@ -1,4 +1,4 @@
-"""Placement (grid.placement): where new nodes go and which nodes stop first. Table-driven."""
+"""Placement (grid.workers.master.placement): where new nodes go, which stop first. Table-driven."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from grid.placement import (
+from grid.workers.master.placement import (
     DEFAULT_RULES,
     AgentSlot,
     NodeSlot,

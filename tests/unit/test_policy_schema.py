@@ -16,8 +16,8 @@ from grid.autoscaler.policy import (
     step_amount,
     validate_policy_text,
 )
-from grid.durations import format_duration, parse_duration
-from grid.errors import PolicyError
+from grid.core.durations import format_duration, parse_duration
+from grid.core.errors import PolicyError
 
 
 def problems_of(body: dict[str, Any], pool: str = "web") -> list[str]:

@@ -7,8 +7,8 @@ import socket
 import pytest
 from pydantic import ValidationError
 
+from grid.core.ports import RECENT, PortAllocator, free_port
 from grid.platforms.process import ProcessConfig
-from grid.ports import RECENT, PortAllocator, free_port
 
 
 def test_free_port_is_bindable() -> None:

@@ -1,4 +1,4 @@
-"""The reconciler's pure `plan` (grid.reconciler): desired against actual, no I/O."""
+"""The reconciler's pure `plan` (grid.workers.master.reconciler): desired against actual, no I/O."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from grid.placement import PlacementRules
-from grid.reconciler import Plan, plan
-from grid.state import AgentRecord, NodeRecord
+from grid.core.state import AgentRecord, NodeRecord
+from grid.workers.master.placement import PlacementRules
+from grid.workers.master.reconciler import Plan, plan
 
 NOW = 10_000.0
 

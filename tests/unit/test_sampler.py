@@ -1,4 +1,4 @@
-"""The agent's metrics sampler (grid.workers.sampler): what it derives from two scrapes.
+"""The agent's metrics sampler (grid.workers.agent.sampler): what it derives from two scrapes.
 
 The first tests scrape a real grid-node process (the default workload) around real requests;
 the edge cases (counter resets, histogram deltas, bucket interpolation) use small texts in the
@@ -21,7 +21,7 @@ import pytest
 
 from grid.node.prom import parse_prometheus, sum_by_name
 from grid.node.server import READY_FD_ENV
-from grid.workers.sampler import LATENCY, Scrape, derive, quantile_from_buckets, scrape_of
+from grid.workers.agent.sampler import LATENCY, Scrape, derive, quantile_from_buckets, scrape_of
 
 START_TIMEOUT = 15.0
 INF = math.inf

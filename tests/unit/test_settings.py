@@ -1,4 +1,4 @@
-"""Typed settings (grid.settings): GRID_* env vars, grid.toml, defaults, one-line errors."""
+"""Typed settings (grid.core.settings): GRID_* env vars, grid.toml, defaults, one-line errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from grid.errors import ConfigError
-from grid.settings import Settings, config_file, load_settings
+from grid.core.errors import ConfigError
+from grid.core.settings import Settings, config_file, load_settings
 
 
 @pytest.fixture(autouse=True)

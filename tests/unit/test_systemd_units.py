@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grid.errors import SpawnError
-from grid.naming import node_labels
+from grid.core.errors import SpawnError
+from grid.core.naming import node_labels
 from grid.platforms.base import NodeSpec, WorkloadState
 from grid.platforms.systemd import (
     UnitParams,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from grid.autoscaler.metrics import MetricsStore
-from grid.health import fetch_text
 from grid.node.prom import parse_prometheus, sum_by_name
+from grid.workers.agent.health import fetch_text
 
 log = logging.getLogger(__name__)
 

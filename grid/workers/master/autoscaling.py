@@ -6,12 +6,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from grid.events import EventType
-from grid.placement import PlacementRules
-from grid.rtypes import Redis
+from grid.core.events import EventType
+from grid.core.rtypes import Redis
+from grid.workers.master.placement import PlacementRules
 
 if TYPE_CHECKING:
-    from grid.workers.master import MasterRuntime
+    from grid.workers.master.runtime import MasterRuntime
 
 log = logging.getLogger(__name__)
 

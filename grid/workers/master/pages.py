@@ -16,15 +16,15 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from grid.events import EVENT_TYPES, EventLog
-from grid.report import agents_with_node_counts, prometheus_text, status_report
-from grid.state import GridState
+from grid.core.events import EVENT_TYPES, EventLog
+from grid.core.state import GridState
+from grid.workers.master.report import agents_with_node_counts, prometheus_text, status_report
 
 log = logging.getLogger(__name__)
 
 
 def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]:
-    page = resources.files("grid").joinpath("dashboard.html").read_bytes()
+    page = resources.files("grid.workers.master").joinpath("dashboard.html").read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "grid"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from grid import naming
-from grid.monitor import cluster_state, pool_summary
-from grid.state import AgentRecord, AgentStatus, GridState, NodeStatus
+from grid.core import naming
+from grid.core.state import AgentRecord, AgentStatus, GridState, NodeStatus
+from grid.workers.master.monitor import cluster_state, pool_summary
 
 
 def agents_with_node_counts(state: GridState) -> list[AgentRecord]:

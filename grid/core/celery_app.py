@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from grid import naming
+from grid.core import naming
 
 app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
 

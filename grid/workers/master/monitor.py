@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grid import naming
-from grid.events import EventLog, EventType
-from grid.settings import Settings
-from grid.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.core import naming
+from grid.core.events import EventLog, EventType
+from grid.core.settings import Settings
+from grid.core.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
 
 
 @dataclass(frozen=True)

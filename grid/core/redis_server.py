@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from grid.errors import ConfigError, RedisUnavailableError
-from grid.ports import free_port
+from grid.core.errors import ConfigError, RedisUnavailableError
+from grid.core.ports import free_port
 
 INFO_FILE = "redis.json"
 

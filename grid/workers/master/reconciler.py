@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from grid import naming
-from grid.events import EventLog, EventType
-from grid.placement import (
+from grid.core import naming
+from grid.core.events import EventLog, EventType
+from grid.core.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.workers.master.placement import (
     DEFAULT_RULES,
     AgentSlot,
     NodeSlot,
@@ -22,7 +23,6 @@ from grid.placement import (
     choose_victims,
     place,
 )
-from grid.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
 
 # Nodes that still hold a slot on their agent.
 _OCCUPYING = {

@@ -1,6 +1,6 @@
 """Grid's state in Redis: agents, nodes, desired pool sizes, leases.
 
-Records are Redis hashes (partial updates are atomic); every key comes from `grid.naming`.
+Records are Redis hashes (partial updates are atomic); every key comes from `grid.core.naming`.
 Node updates only touch records that still exist, so an agent finishing late can never
 resurrect a node the master has already removed.
 """
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any, TypeVar
 
-from grid import naming
-from grid.errors import ConflictError
-from grid.rtypes import Redis
+from grid.core import naming
+from grid.core.errors import ConflictError
+from grid.core.rtypes import Redis
 
 
 class NodeStatus(StrEnum):

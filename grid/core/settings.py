@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from grid.errors import ConfigError
+from grid.core.errors import ConfigError
 
 ENV_PREFIX = "GRID_"
 

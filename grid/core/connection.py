@@ -6,10 +6,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from grid.errors import RedisUnavailableError
-from grid.redis_server import discover
-from grid.rtypes import Redis
-from grid.settings import Settings
+from grid.core.errors import RedisUnavailableError
+from grid.core.redis_server import discover
+from grid.core.rtypes import Redis
+from grid.core.settings import Settings
 
 
 def resolve_redis_url(settings: Settings) -> str:

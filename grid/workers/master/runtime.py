@@ -20,14 +20,14 @@ import redis
 from celery import bootsteps
 from celery.beat import Scheduler, Service
 
-from grid import naming
-from grid.celery_app import app
-from grid.events import EventLog, EventType
-from grid.monitor import check_agents, update_cluster_state
-from grid.reconciler import apply_plan, plan
-from grid.rtypes import Redis
-from grid.settings import Settings
-from grid.state import GridState, owner_token
+from grid.core import naming
+from grid.core.celery_app import app
+from grid.core.events import EventLog, EventType
+from grid.core.rtypes import Redis
+from grid.core.settings import Settings
+from grid.core.state import GridState, owner_token
+from grid.workers.master.monitor import check_agents, update_cluster_state
+from grid.workers.master.reconciler import apply_plan, plan
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +222,12 @@ class MasterRuntime:
     def autoscale_tick(self) -> dict[str, Any]:
         if not self._leading():
             return {"skipped": "not the leader"}
-        from grid.autoscaling import run_autoscaler  # noqa: PLC0415 - optional heavy imports
+        from grid.workers.master.autoscaling import run_autoscaler  # noqa: PLC0415 - optional heavy imports
 
         return run_autoscaler(self)
 
     def _placement_rules(self) -> dict[str, Any]:
-        from grid.autoscaling import placement_rules  # noqa: PLC0415
+        from grid.workers.master.autoscaling import placement_rules  # noqa: PLC0415
 
         return placement_rules(self.state.r)
 

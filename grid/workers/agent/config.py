@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grid.errors import ConfigError
+from grid.core.errors import ConfigError
 
 
 class AgentSection(BaseModel):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from grid import naming
-from grid.rtypes import Redis
+from grid.core import naming
+from grid.core.rtypes import Redis
 
 
 class EventType(StrEnum):

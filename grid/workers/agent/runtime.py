@@ -25,17 +25,18 @@ from typing import Any
 import psutil
 import redis
 
-from grid import __version__, naming
+from grid import __version__
 from grid.autoscaler.metrics import MetricsStore
-from grid.errors import PlatformError
-from grid.events import EventLog, EventType
-from grid.health import wait_healthy
+from grid.core import naming
+from grid.core.errors import PlatformError
+from grid.core.events import EventLog, EventType
+from grid.core.rtypes import Redis
+from grid.core.settings import Settings
+from grid.core.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
-from grid.rtypes import Redis
-from grid.settings import Settings
-from grid.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
-from grid.workers.sampler import NodeSampler
+from grid.workers.agent.health import wait_healthy
+from grid.workers.agent.sampler import NodeSampler
 
 log = logging.getLogger(__name__)
 

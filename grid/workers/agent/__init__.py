@@ -1,0 +1,1 @@
+"""The agent runtime: registration, heartbeat, supervision, sampler, health probes, config."""

@@ -1,0 +1,1 @@
+"""The control plane: the master runtime, reconciler, placement, health monitor, reports, pages."""
