@@ -44,6 +44,7 @@ from grid.core.connection import redis_client  # noqa: E402
 from grid.core.events import EventLog, EventType  # noqa: E402
 from grid.core.redis_server import EmbeddedRedis  # noqa: E402
 from grid.core.state import AgentRecord, GridState, owner_token  # noqa: E402
+from grid.core.tasknames import TaskName
 from grid.platforms import create_platform  # noqa: E402
 from grid.platforms.base import NodeSpec  # noqa: E402
 from grid.workers.agent.runtime import resolve_node_command  # noqa: E402
@@ -160,7 +161,7 @@ def bench_dispatch(url: str, agent_id: str, count: int, warmup: int) -> dict[str
     def ping(timeout: float) -> tuple[float, float]:
         start = time.perf_counter()
         result = app.send_task(
-            "grid.ping_agent", args=[time.time()], queue=queue, ignore_result=False
+            TaskName.PING_AGENT, args=[time.time()], queue=queue, ignore_result=False
         )
         try:
             out = result.get(timeout=timeout)

@@ -11,6 +11,7 @@ from grid.core import naming
 from grid.core.errors import ConfigError
 from grid.core.events import EventLog, EventType
 from grid.core.state import AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.core.tasknames import TaskName
 
 wait_option = click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait until done, printing progress."
@@ -60,7 +61,7 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
         )
         return
     started = time.monotonic()
-    ctx.send_task("grid.reconcile", [f"scale {pool} to {nodes}"], naming.MASTER_QUEUE)
+    ctx.send_task(TaskName.RECONCILE, [f"scale {pool} to {nodes}"], naming.MASTER_QUEUE)
     if not wait:
         click.echo(f"pool {pool}: desired size {nodes}")
         return
@@ -142,7 +143,7 @@ def spawn(
         pool=pool,
         source="cli",
     )
-    ctx.send_task("grid.spawn_node", [rec.node_id], naming.agent_queue(agent_id))
+    ctx.send_task(TaskName.SPAWN_NODE, [rec.node_id], naming.agent_queue(agent_id))
     if not wait:
         click.echo(rec.node_id)
         return
@@ -178,7 +179,7 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
         pool=rec.pool,
         source="cli",
     )
-    ctx.send_task("grid.stop_node", [node_id], naming.agent_queue(rec.agent_id))
+    ctx.send_task(TaskName.STOP_NODE, [node_id], naming.agent_queue(rec.agent_id))
     if wait and not wait_until(
         lambda: (state.node(node_id) is None, f"stopping {node_id}"), timeout
     ):
@@ -211,7 +212,7 @@ def drain(ctx: Context, agent_id: str, wait: bool, timeout: float) -> None:
     state = _set_draining(ctx, agent_id, True)
     if leader(state) is None:
         fail("no master is running to move the nodes", code=1)
-    ctx.send_task("grid.reconcile", [f"drain {agent_id}"], naming.MASTER_QUEUE)
+    ctx.send_task(TaskName.RECONCILE, [f"drain {agent_id}"], naming.MASTER_QUEUE)
 
     def progress() -> tuple[bool, str]:
         left = [n for n in state.nodes(agent_id=agent_id) if n.pool in state.desired()]

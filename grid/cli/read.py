@@ -21,6 +21,7 @@ from grid.cli.common import (
 from grid.core import naming
 from grid.core.errors import ConfigError
 from grid.core.events import EVENT_TYPES, Event, EventLog
+from grid.core.tasknames import TaskName
 from grid.workers.agent.health import probe
 from grid.workers.master.report import agents_with_node_counts, status_report
 
@@ -177,7 +178,7 @@ def logs(ctx: Context, node_id: str, lines: int, timeout: float) -> None:
     """Print the last lines of a node's output (fetched through its agent)."""
     rec = known_node(ctx.state, node_id)
     text = ctx.call_task(
-        "grid.node_logs", [node_id, lines], naming.agent_queue(rec.agent_id), timeout
+        TaskName.NODE_LOGS, [node_id, lines], naming.agent_queue(rec.agent_id), timeout
     )
     click.echo(text, nl=not str(text).endswith("\n"))
 

@@ -17,6 +17,7 @@ from grid.cli.common import Context, fail, pass_ctx, wait_until
 from grid.core import naming
 from grid.core.errors import ConfigError, GridError
 from grid.core.logs import setup_logging
+from grid.core.tasknames import TaskName
 from grid.platforms import PLATFORM_NAMES, parse_config
 
 
@@ -286,7 +287,7 @@ def up(
             raise GridError(f"the grid did not come up within 60s; see {logs}/")
         if nodes and not stopping:
             state.set_desired(naming.DEFAULT_POOL, nodes)
-            ctx.send_task("grid.reconcile", ["grid up"], naming.MASTER_QUEUE)
+            ctx.send_task(TaskName.RECONCILE, ["grid up"], naming.MASTER_QUEUE)
             click.echo(f"scaling pool {naming.DEFAULT_POOL} to {nodes} nodes", err=True)
         if not stopping:
             flower_line = f"; Flower on http://127.0.0.1:{flower_port}" if with_flower else ""

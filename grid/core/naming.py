@@ -19,6 +19,7 @@ LABEL_MANAGED = "grid.managed"
 LABEL_NODE_ID = "grid.node_id"
 LABEL_AGENT_ID = "grid.agent_id"
 LABEL_POOL = "grid.pool"
+LABEL_GENERATION = "grid.generation"  # fencing: which placement started a workload
 LABEL_PORT = "grid.port"  # where a workload listens, for adoption by a restarted agent
 
 

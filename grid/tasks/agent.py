@@ -6,13 +6,8 @@ from typing import Any
 
 from grid.core.celery_app import app
 from grid.core.errors import PlatformUnavailableError
+from grid.core.tasknames import TaskName
 from grid.workers.agent.runtime import current_agent
-
-SPAWN_NODE = "grid.spawn_node"
-STOP_NODE = "grid.stop_node"
-NODE_LOGS = "grid.node_logs"
-PING_AGENT = "grid.ping_agent"
-
 
 # Spawn and stop retry while the platform is unreachable (the daemon or API server restarts).
 RETRY_WHILE_UNAVAILABLE: dict[str, Any] = {
@@ -23,22 +18,22 @@ RETRY_WHILE_UNAVAILABLE: dict[str, Any] = {
 }
 
 
-@app.task(name=SPAWN_NODE, **RETRY_WHILE_UNAVAILABLE)
+@app.task(name=TaskName.SPAWN_NODE, **RETRY_WHILE_UNAVAILABLE)
 def spawn_node(node_id: str) -> dict[str, Any]:
     return current_agent().spawn(node_id)
 
 
-@app.task(name=STOP_NODE, **RETRY_WHILE_UNAVAILABLE)
+@app.task(name=TaskName.STOP_NODE, **RETRY_WHILE_UNAVAILABLE)
 def stop_node(node_id: str) -> dict[str, Any]:
     return current_agent().stop(node_id)
 
 
-@app.task(name=NODE_LOGS, ignore_result=False)
+@app.task(name=TaskName.NODE_LOGS, ignore_result=False)
 def node_logs(node_id: str, lines: int = 100) -> str:
     return current_agent().logs(node_id, lines)
 
 
-@app.task(name=PING_AGENT, ignore_result=False)
+@app.task(name=TaskName.PING_AGENT, ignore_result=False)
 def ping_agent(sent_at: float) -> dict[str, float]:
     """Round trip probe for benchmarks: echoes when it was sent and when it ran."""
     import time  # noqa: PLC0415

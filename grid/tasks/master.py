@@ -5,23 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from grid.core.celery_app import app
+from grid.core.tasknames import TaskName
 from grid.workers.master.runtime import current_master
 
-RECONCILE = "grid.reconcile"
-HEALTH_TICK = "grid.health_tick"
-AUTOSCALE_TICK = "grid.autoscale_tick"
 
-
-@app.task(name=RECONCILE)
+@app.task(name=TaskName.RECONCILE)
 def reconcile(reason: str = "") -> dict[str, Any]:
     return current_master().reconcile(reason)
 
 
-@app.task(name=HEALTH_TICK)
+@app.task(name=TaskName.HEALTH_TICK)
 def health_tick() -> dict[str, Any]:
     return current_master().health_tick()
 
 
-@app.task(name=AUTOSCALE_TICK)
+@app.task(name=TaskName.AUTOSCALE_TICK)
 def autoscale_tick() -> dict[str, Any]:
     return current_master().autoscale_tick()

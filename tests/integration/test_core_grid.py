@@ -26,6 +26,7 @@ from grid.core import naming
 from grid.core.celery_app import configure
 from grid.core.redis_server import EmbeddedRedis
 from grid.core.state import NodeRecord
+from grid.core.tasknames import TaskName
 from tests.gridproc import LocalGrid, wait_gone
 from tests.helpers import NODE_FIELDS, wait_for
 
@@ -102,7 +103,7 @@ def reconcile_now(app: Celery, reason: str) -> dict[str, Any]:
     """Run one reconcile on the leader and wait for its summary (the master is a solo worker:
     anything queued before this ran before it)."""
     result = app.send_task(
-        "grid.reconcile", args=[reason], queue=naming.MASTER_QUEUE, ignore_result=False
+        TaskName.RECONCILE, args=[reason], queue=naming.MASTER_QUEUE, ignore_result=False
     )
     try:
         summary: dict[str, Any] = result.get(timeout=30)
@@ -185,12 +186,12 @@ def test_double_delivered_spawn_runs_one_process(grid: LocalGrid, app: Celery) -
     grid.state.create_nodes([rec])
 
     # the same task twice, at once (the agent runs 8 task threads)
-    first = call_agent(app, "grid.spawn_node", "agent-1", node_id)
-    second = call_agent(app, "grid.spawn_node", "agent-1", node_id)
+    first = call_agent(app, TaskName.SPAWN_NODE, "agent-1", node_id)
+    second = call_agent(app, TaskName.SPAWN_NODE, "agent-1", node_id)
     results = sorted(r["result"] for r in (first.get(timeout=60), second.get(timeout=60)))
     assert results == ["already running", "running"]
     # and a late redelivery once it runs
-    third = call_agent(app, "grid.spawn_node", "agent-1", node_id).get(timeout=30)
+    third = call_agent(app, TaskName.SPAWN_NODE, "agent-1", node_id).get(timeout=30)
     assert third["result"] == "already running"
 
     node = grid.state.node(node_id)
@@ -214,10 +215,10 @@ def test_double_delivered_spawn_runs_one_process(grid: LocalGrid, app: Celery) -
 
     # stopping an already stopped node succeeds and changes nothing
     events_before = grid.client.xlen(naming.events_key())
-    again = call_agent(app, "grid.stop_node", "agent-1", node_id).get(timeout=30)
+    again = call_agent(app, TaskName.STOP_NODE, "agent-1", node_id).get(timeout=30)
     assert again == {"result": "stopped"}
     # a spawn delivered after the stop does not bring it back
-    late = call_agent(app, "grid.spawn_node", "agent-1", node_id).get(timeout=30)
+    late = call_agent(app, TaskName.SPAWN_NODE, "agent-1", node_id).get(timeout=30)
     assert late["result"] == "ignored"
     assert node_processes_for(grid, node_id) == []
     assert grid.state.node(node_id) is None

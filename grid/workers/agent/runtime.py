@@ -40,7 +40,6 @@ from grid.workers.agent.sampler import NodeSampler
 
 log = logging.getLogger(__name__)
 
-LABEL_GENERATION = "grid.generation"
 
 #: node id -> (agent_id, generation, status) as its record says (None where it is gone)
 Placements = dict[str, tuple[str | None, str | None, str | None]]
@@ -209,7 +208,7 @@ class AgentRuntime:
 
     def spec_for(self, rec: NodeRecord) -> NodeSpec:
         labels = naming.node_labels(rec.node_id, self.agent_id, rec.pool)
-        labels[LABEL_GENERATION] = str(rec.generation)
+        labels[naming.LABEL_GENERATION] = str(rec.generation)
         return NodeSpec(
             node_id=rec.node_id,
             agent_id=self.agent_id,
@@ -430,7 +429,7 @@ class AgentRuntime:
         running = set()
         for handle in handles:
             rec = records.get(handle.node_id)
-            if not self._owns(rec, handle.labels.get(LABEL_GENERATION)):
+            if not self._owns(rec, handle.labels.get(naming.LABEL_GENERATION)):
                 self._fence(handle.node_id, rec)
                 continue
             assert rec is not None

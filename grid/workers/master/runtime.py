@@ -26,6 +26,7 @@ from grid.core.events import EventLog, EventType
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import GridState, owner_token
+from grid.core.tasknames import TaskName
 from grid.workers.master.monitor import check_agents, update_cluster_state
 from grid.workers.master.reconciler import apply_plan, plan
 
@@ -49,10 +50,10 @@ class CeleryDispatcher:
     """Sends agent tasks to each agent's own queue, reusing one producer per batch."""
 
     def spawn(self, agent_id: str, node_ids: Sequence[str]) -> None:
-        self._send("grid.spawn_node", agent_id, node_ids)
+        self._send(TaskName.SPAWN_NODE, agent_id, node_ids)
 
     def stop(self, agent_id: str, node_ids: Sequence[str]) -> None:
-        self._send("grid.stop_node", agent_id, node_ids)
+        self._send(TaskName.STOP_NODE, agent_id, node_ids)
 
     @staticmethod
     def _send(task: str, agent_id: str, node_ids: Sequence[str]) -> None:
@@ -145,13 +146,16 @@ class MasterRuntime:
 
     def _start_beat(self) -> None:
         app.conf.beat_schedule = {
-            "health": {"task": "grid.health_tick", "schedule": self.settings.health_interval},
+            "health": {"task": TaskName.HEALTH_TICK, "schedule": self.settings.health_interval},
             "reconcile": {
-                "task": "grid.reconcile",
+                "task": TaskName.RECONCILE,
                 "schedule": self.settings.reconcile_interval,
                 "args": ["periodic"],
             },
-            "autoscale": {"task": "grid.autoscale_tick", "schedule": self.settings.autoscale_tick},
+            "autoscale": {
+                "task": TaskName.AUTOSCALE_TICK,
+                "schedule": self.settings.autoscale_tick,
+            },
         }
         for entry in app.conf.beat_schedule.values():
             entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
