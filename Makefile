@@ -44,6 +44,7 @@ lint: install
 	$(VENV)/bin/ruff check grid tests bench
 	$(VENV)/bin/ruff format --check grid tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Every bench/ script with --json (bench/run_all.py); the services let platforms.py cover
 # docker and systemd. Results go to docs/BENCHMARKS.md by hand, with machine and date.

@@ -34,21 +34,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.*, tests.*
 
-from celery import Celery  # noqa: E402
+from celery import Celery
 
-from bench import common  # noqa: E402
-from bench.common import machine, measure_adapter  # noqa: E402
-from grid.core import naming  # noqa: E402
-from grid.core.celery_app import configure  # noqa: E402
-from grid.core.connection import redis_client  # noqa: E402
-from grid.core.events import EventLog, EventType  # noqa: E402
-from grid.core.redis_server import EmbeddedRedis  # noqa: E402
-from grid.core.state import AgentRecord, GridState, owner_token  # noqa: E402
+from bench import common
+from bench.common import machine, measure_adapter
+from grid.core import naming
+from grid.core.celery_app import configure
+from grid.core.connection import redis_client
+from grid.core.events import EventLog, EventType
+from grid.core.redis_server import EmbeddedRedis
+from grid.core.state import AgentRecord, GridState, owner_token
 from grid.core.tasknames import TaskName
-from grid.platforms import create_platform  # noqa: E402
-from grid.platforms.base import NodeSpec  # noqa: E402
-from grid.workers.agent.runtime import resolve_node_command  # noqa: E402
-from tests.gridproc import LocalGrid, stop_process  # noqa: E402
+from grid.platforms import create_platform
+from grid.platforms.base import NodeSpec
+from grid.workers.agent.runtime import resolve_node_command
+from tests.gridproc import LocalGrid, stop_process
 
 ECHO_QUEUE = "bench.echo"
 AGENTS = ("bench-1", "bench-2")

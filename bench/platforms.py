@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.*, tests.*
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     machine,
     measure_adapter,
     repeat,
@@ -51,10 +51,10 @@ from bench.common import (  # noqa: E402
     timed,
     verdict,
 )
-from grid.core.naming import node_labels  # noqa: E402
-from grid.platforms import PLATFORM_NAMES, create_platform  # noqa: E402
-from grid.platforms.base import NodeHandle, NodeSpec, node_argv  # noqa: E402
-from grid.platforms.process import READY_FD_ENV, read_ready_port  # noqa: E402
+from grid.core.naming import node_labels
+from grid.platforms import PLATFORM_NAMES, create_platform
+from grid.platforms.base import NodeHandle, NodeSpec, node_argv
+from grid.platforms.process import READY_FD_ENV, read_ready_port
 
 AGENT_ID = "bench-agent"
 PORT_TIMEOUT = 30.0
@@ -208,7 +208,7 @@ def process_row(count: int, warmup: int) -> Row:
 
 def docker_row(count: int, warmup: int) -> Row:
     try:
-        from tests.e2e.docker_support import (
+        from tests.e2e.docker_support import (  # noqa: PLC0415 - needs the docker extra
             TEST_IMAGE,
             docker_client,
             docker_config,
@@ -237,7 +237,11 @@ def docker_row(count: int, warmup: int) -> Row:
 
 def kubernetes_row(count: int, warmup: int) -> Row:
     try:
-        from tests.e2e.k8s_standin import STANDIN_VERSION, KubeStandin, Program
+        from tests.e2e.k8s_standin import (  # noqa: PLC0415 - needs kubernetes + kmock
+            STANDIN_VERSION,
+            KubeStandin,
+            Program,
+        )
     except ModuleNotFoundError as exc:
         raise Skip(f"missing {exc.name}: pip install 'grid[kubernetes]' kmock") from None
     with (
@@ -260,7 +264,10 @@ def systemd_inside(data_root: str, count: int, warmup: int) -> dict[str, Any]:
 
 
 def systemd_rows(count: int, warmup: int) -> list[Row]:
-    from tests.e2e.systemd_container import podman_missing, start_systemd_container
+    from tests.e2e.systemd_container import (  # noqa: PLC0415 - only for the systemd rows
+        podman_missing,
+        start_systemd_container,
+    )
 
     missing = podman_missing()
     if missing:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from grid.core.redis_server import EmbeddedRedis
 from tests.gridproc import LocalGrid
@@ -35,8 +36,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 @pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     """The session server, flushed before each test so tests never see each other's state."""
-    import redis
-
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()

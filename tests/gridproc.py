@@ -163,7 +163,7 @@ class LocalGrid:
         def settled() -> list[NodeRecord] | None:
             nodes = self.state.nodes(pool=pool)
             if len(nodes) == size and all(n.status == "running" for n in nodes):
-                return nodes or [NodeRecord("none")]
+                return nodes or [NodeRecord(node_id="none")]
             return None
 
         result = wait_for(settled, timeout, interval=0.05, what=f"pool {pool} at {size} running")

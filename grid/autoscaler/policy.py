@@ -16,7 +16,7 @@ A policy file holds one or several pool policies under ``policies:``, keyed by p
         tolerance: 0.1              # default tolerance of target_value/predictive checks
         on_check_error: ignore      # ignore: a failing check abstains; fail: hold
         dry_run: false              # record decisions, never change the pool
-        placement: {strategy: cost} # grid.workers.master.placement.PlacementRules
+        placement: {strategy: cost} # grid.core.placement_rules.PlacementRules
         checks:
           - name: cpu
             strategy: threshold     # threshold | target_value | schedule | predictive
@@ -58,7 +58,7 @@ from pydantic import (
 from grid.core.durations import format_duration, parse_duration
 from grid.core.errors import PolicyError
 from grid.core.naming import valid_id
-from grid.workers.master.placement import PlacementRules
+from grid.core.placement_rules import PlacementRules
 
 # ---- durations (grid.core.durations) ----------------------------------------------------------
 
@@ -109,7 +109,6 @@ def step_amount(amount: int | str, current: int) -> int:
 # ---- checks --------------------------------------------------------------------------------
 
 Aggregation = Literal["avg", "max", "min", "sum", "p95"]
-AGGREGATIONS: tuple[str, ...] = ("avg", "max", "min", "sum", "p95")
 STRATEGIES: tuple[str, ...] = ("threshold", "target_value", "schedule", "predictive")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
 
@@ -367,7 +366,7 @@ def validate_policy_text(text: str, source: str | None = None) -> list[PoolPolic
     prefix = f"{source}: " if source else ""
     duplicates: list[str] = []
     try:
-        document = yaml.load(text, Loader=_loader(duplicates))  # noqa: S506 - SafeLoader subclass
+        document = yaml.load(text, Loader=_loader(duplicates))  # SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError([f"{prefix}invalid YAML: {_one_line(str(exc))}"]) from None
     problems = [f"{prefix}{d}" for d in duplicates]

@@ -23,12 +23,13 @@ from grid.autoscaler.engine import (
 )
 from grid.autoscaler.metrics import MetricsStore, as_text
 from grid.autoscaler.policy import PoolPolicy
+from grid.core.events import EventType
 from grid.core.naming import decisions_key, policies_key, policy_state_key
 from grid.core.rtypes import Redis
 
 log = logging.getLogger(__name__)
 
-EVENT = "scaling_decision"
+EVENT = EventType.SCALING_DECISION
 DEFAULT_KEEP = 100
 
 # ---- policies ----------------------------------------------------------------------------

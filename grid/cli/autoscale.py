@@ -11,6 +11,7 @@ import click
 from grid.cli.common import Context, Duration, emit_json, fail, json_option, pass_ctx, table
 from grid.core import naming
 from grid.core.errors import NotFoundError, PolicyError
+from grid.core.state import NodeStatus
 
 
 @click.command()
@@ -23,7 +24,7 @@ def metrics(
     ctx: Context, pool: str | None, node_id: str | None, window: float, as_json: bool
 ) -> None:
     """Metrics sampled from nodes: avg, max, min, sum and p95 over a window."""
-    from grid.autoscaler.metrics import MetricsStore  # noqa: PLC0415
+    from grid.autoscaler.metrics import MetricsStore  # noqa: PLC0415 - per command: a fast CLI start
 
     if pool and node_id:
         fail("give --pool or --node, not both")
@@ -63,7 +64,7 @@ def policy() -> None:
 
 def _load_files(files: tuple[Path, ...]) -> list[Any]:
     """Every policy of every file; all problems of all files are reported together."""
-    from grid.autoscaler.policy import load_policy_file  # noqa: PLC0415
+    from grid.autoscaler.policy import load_policy_file  # noqa: PLC0415 - per command: a fast CLI start
 
     policies, problems = [], []
     for path in files:
@@ -94,7 +95,7 @@ def validate(files: tuple[Path, ...]) -> None:
 @pass_ctx
 def apply(ctx: Context, files: tuple[Path, ...]) -> None:
     """Validate and apply policies; a file with any error is refused whole."""
-    from grid.autoscaler.service import apply_policy  # noqa: PLC0415
+    from grid.autoscaler.service import apply_policy  # noqa: PLC0415 - per command: a fast CLI start
 
     policies = _load_files(files)
     client = ctx.redis
@@ -108,7 +109,7 @@ def apply(ctx: Context, files: tuple[Path, ...]) -> None:
 @pass_ctx
 def list_(ctx: Context, as_json: bool) -> None:
     """Applied policies."""
-    from grid.autoscaler.service import list_policies  # noqa: PLC0415
+    from grid.autoscaler.service import list_policies  # noqa: PLC0415 - per command: a fast CLI start
 
     policies = list_policies(ctx.redis)
     desired = ctx.state.desired()
@@ -132,7 +133,7 @@ def list_(ctx: Context, as_json: bool) -> None:
 
 
 def _policy_or_fail(ctx: Context, pool: str) -> Any:
-    from grid.autoscaler.service import get_policy  # noqa: PLC0415
+    from grid.autoscaler.service import get_policy  # noqa: PLC0415 - per command: a fast CLI start
 
     found = get_policy(ctx.redis, pool)
     if found is None:
@@ -158,7 +159,7 @@ def show(ctx: Context, pool: str, as_json: bool) -> None:
 @pass_ctx
 def remove(ctx: Context, pool: str) -> None:
     """Stop autoscaling a pool (its size stays as it is)."""
-    from grid.autoscaler.service import remove_policy  # noqa: PLC0415
+    from grid.autoscaler.service import remove_policy  # noqa: PLC0415 - per command: a fast CLI start
 
     if not remove_policy(ctx.redis, pool):
         raise NotFoundError(f"no policy applied for pool {pool!r} (see 'grid policy list')")
@@ -172,7 +173,7 @@ def remove(ctx: Context, pool: str) -> None:
 @pass_ctx
 def explain(ctx: Context, pool: str, count: int, as_json: bool) -> None:
     """The last decisions for a pool: each check's vote, the merge, clamps, cooldowns."""
-    from grid.autoscaler.service import last_decisions  # noqa: PLC0415
+    from grid.autoscaler.service import last_decisions  # noqa: PLC0415 - per command: a fast CLI start
 
     decisions = last_decisions(ctx.redis, pool, count)
     if not decisions:
@@ -182,7 +183,7 @@ def explain(ctx: Context, pool: str, count: int, as_json: bool) -> None:
     if as_json:
         emit_json([d.to_dict() for d in decisions])
         return
-    from grid.autoscaler.engine import format_decision  # noqa: PLC0415
+    from grid.autoscaler.engine import format_decision  # noqa: PLC0415 - per command: a fast CLI start
 
     click.echo("\n\n".join(format_decision(d) for d in reversed(decisions)))
 
@@ -224,7 +225,7 @@ def backtest(
     Reports scaling actions, node-minutes, minutes under target and direction changes,
     beside the Kubernetes HPA algorithm on the same trace.
     """
-    from grid.autoscaler import backtest as bt  # noqa: PLC0415
+    from grid.autoscaler import backtest as bt  # noqa: PLC0415 - per command: a fast CLI start
 
     policies = [p for p in _load_files((file,)) if pool is None or p.pool == pool]
     if not policies:
@@ -267,12 +268,16 @@ def load(
     ctx: Context, pool: str, rps: float, duration: float, concurrency: int, as_json: bool
 ) -> None:
     """Drive real HTTP traffic at a pool's running nodes (PUT and GET of small values)."""
-    from grid.node.loadgen import LoadReport, run_load  # noqa: PLC0415
+    from grid.node.loadgen import LoadReport, run_load  # noqa: PLC0415 - per command: a fast CLI start
 
     state = ctx.state
 
     def endpoints() -> list[str]:
-        return [n.endpoint for n in state.nodes(pool=pool) if n.status == "running" and n.endpoint]
+        return [
+            n.endpoint
+            for n in state.nodes(pool=pool)
+            if n.status == NodeStatus.RUNNING and n.endpoint
+        ]
 
     if not endpoints():
         fail(f"pool {pool!r} has no running node to send load to", code=1)

@@ -54,9 +54,9 @@ class Context:
         app.send_task(name, args=args, queue=queue)
 
     def call_task(self, name: str, args: list[Any], queue: str, timeout: float) -> Any:
-        from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415
+        from celery.exceptions import TimeoutError as CeleryTimeout  # noqa: PLC0415 - per command: a fast CLI start
 
-        from grid.core.celery_app import app, configure  # noqa: PLC0415
+        from grid.core.celery_app import app, configure  # noqa: PLC0415 - per command: a fast CLI start
 
         self.redis  # noqa: B018
         configure(self.url)

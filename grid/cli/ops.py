@@ -68,7 +68,7 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
 
     def progress() -> tuple[bool, str]:
         pool_nodes = state.nodes(pool=pool)
-        running = sum(1 for n in pool_nodes if n.status == NodeStatus.RUNNING.value)
+        running = sum(1 for n in pool_nodes if n.status == NodeStatus.RUNNING)
         pool_state = state.pool_status().get(pool, {})
         shortfall = pool_state.get("shortfall", 0)
         if pool_state.get("fail_streak", 0) >= FAILURES_BEFORE_GIVING_UP:
@@ -120,9 +120,9 @@ def spawn(
     _check_pool(pool)
     state = ctx.state
     agent = known_agent(state, agent_id)
-    if agent.status != AgentStatus.ONLINE.value:
+    if agent.status != AgentStatus.ONLINE:
         fail(f"agent {agent_id} is {agent.status}", code=1)
-    used = sum(1 for n in state.nodes(agent_id=agent_id) if n.status != NodeStatus.LOST.value)
+    used = sum(1 for n in state.nodes(agent_id=agent_id) if n.status != NodeStatus.LOST)
     if used >= agent.max_nodes:
         fail(f"agent {agent_id} is full ({used}/{agent.max_nodes} nodes)", code=1)
     rec = NodeRecord(
@@ -151,12 +151,16 @@ def spawn(
     def progress() -> tuple[bool, str]:
         now = state.node(rec.node_id)
         status = now.status if now else "gone"
-        return status in ("running", "failed", "gone"), f"node {rec.node_id}: {status}"
+        return status in (
+            NodeStatus.RUNNING,
+            NodeStatus.FAILED,
+            "gone",
+        ), f"node {rec.node_id}: {status}"
 
     if not wait_until(progress, timeout):
         fail(f"node {rec.node_id} did not start within {timeout:.0f}s", code=1)
     final = state.node(rec.node_id)
-    if final is None or final.status != NodeStatus.RUNNING.value:
+    if final is None or final.status != NodeStatus.RUNNING:
         fail(f"node {rec.node_id} failed: {final.error if final else 'removed'}", code=1)
     click.echo(f"{rec.node_id} running at {final.endpoint}")
 

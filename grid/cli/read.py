@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from grid.cli.common import (
 from grid.core import naming
 from grid.core.errors import ConfigError
 from grid.core.events import EVENT_TYPES, Event, EventLog
+from grid.core.state import NodeStatus
 from grid.core.tasknames import TaskName
 from grid.workers.agent.health import probe
 from grid.workers.master.report import agents_with_node_counts, status_report
@@ -46,7 +48,7 @@ def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -
             r.port or "",
             r.endpoint,
             r.restart_count,
-            ago(r.started_at) if r.status == "running" else "",
+            ago(r.started_at) if r.status == NodeStatus.RUNNING else "",
         ),
     )
 
@@ -164,8 +166,6 @@ events.help = (events.help or "") + "\n\nEvent types: " + ", ".join(EVENT_TYPES)
 
 
 def _json_line(ev: Event) -> str:
-    import json  # noqa: PLC0415
-
     return json.dumps(ev.as_dict(), default=str)
 
 

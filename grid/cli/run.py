@@ -17,6 +17,7 @@ from grid.cli.common import Context, fail, pass_ctx, wait_until
 from grid.core import naming
 from grid.core.errors import ConfigError, GridError
 from grid.core.logs import setup_logging
+from grid.core.state import AgentStatus
 from grid.core.tasknames import TaskName
 from grid.platforms import PLATFORM_NAMES, parse_config
 
@@ -59,7 +60,7 @@ def agent(
     It registers, heartbeats, supervises its nodes, and on Ctrl-C stops its nodes and
     unregisters. Flags override the values of --config.
     """
-    from grid.workers.agent.config import AgentFile, load_agent_config  # noqa: PLC0415
+    from grid.workers.agent.config import AgentFile, load_agent_config  # noqa: PLC0415 - per command: a fast CLI start
 
     file = load_agent_config(config_path) if config_path else AgentFile()
     section = file.agent
@@ -68,7 +69,7 @@ def agent(
         raise ConfigError("an agent needs an id: --id ID (or [agent] id in --config)")
     if not naming.valid_id(agent_id):
         raise ConfigError(f"bad agent id {agent_id!r}: use lowercase letters, digits and '-'")
-    from grid.workers.agent.runtime import AgentOptions, AgentRuntime, set_current_agent  # noqa: PLC0415
+    from grid.workers.agent.runtime import AgentOptions, AgentRuntime, set_current_agent  # noqa: PLC0415 - per command: a fast CLI start
 
     options = AgentOptions(
         agent_id=agent_id,
@@ -91,7 +92,7 @@ def agent(
         err=True,
     )
     import grid.tasks.agent  # noqa: F401, PLC0415 - registers the tasks
-    from grid.workers.launch import run_worker  # noqa: PLC0415
+    from grid.workers.launch import run_worker  # noqa: PLC0415 - per command: a fast CLI start
 
     try:
         run_worker(
@@ -116,7 +117,7 @@ def master(ctx: Context, master_id: str | None) -> None:
     Several masters may run; one holds the leader lease in Redis, the others stand by and
     take over within the lease time (GRID_LEASE_TTL) if it dies.
     """
-    from grid.workers.master.runtime import (  # noqa: PLC0415
+    from grid.workers.master.runtime import (  # noqa: PLC0415 - per command: a fast CLI start
         LeadershipStep,
         MasterRuntime,
         set_current_master,
@@ -130,7 +131,7 @@ def master(ctx: Context, master_id: str | None) -> None:
     pages = f"; pages at {web.url}" if web else ""
     click.echo(f"master {runtime.master_id} started{pages}; waiting for leadership", err=True)
     import grid.tasks.master  # noqa: F401, PLC0415
-    from grid.workers.launch import run_worker  # noqa: PLC0415
+    from grid.workers.launch import run_worker  # noqa: PLC0415 - per command: a fast CLI start
 
     try:
         run_worker(
@@ -151,7 +152,7 @@ def master(ctx: Context, master_id: str | None) -> None:
 
 def _start_web(runtime: Any) -> Any:
     """The master's pages; a busy port only costs the pages, not the master."""
-    from grid.workers.master.pages import WebServer  # noqa: PLC0415
+    from grid.workers.master.pages import WebServer  # noqa: PLC0415 - per command: a fast CLI start
 
     settings = runtime.settings
     if settings.http_port < 0:
@@ -222,7 +223,7 @@ def up(
     Everything stops, with no process left behind, on Ctrl-C. From another terminal in the
     same folder, `grid scale --nodes 5` and friends find this grid by themselves.
     """
-    from grid.core.redis_server import EmbeddedRedis, discover, remove_info, write_info  # noqa: PLC0415
+    from grid.core.redis_server import EmbeddedRedis, discover, remove_info, write_info  # noqa: PLC0415 - per command: a fast CLI start
 
     settings = ctx.settings
     home = settings.home
@@ -274,7 +275,7 @@ def up(
         state = ctx.state  # finds the embedded server through GRID_HOME, as the children do
 
         def ready() -> tuple[bool, str]:
-            agents = [a for a in state.agents() if a.status == "online"]
+            agents = [a for a in state.agents() if a.status == AgentStatus.ONLINE]
             leader = state.lease_holder(naming.leader_key())
             dead = [n for n, p in children if p.poll() is not None]
             if dead:

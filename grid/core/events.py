@@ -7,14 +7,18 @@ Heartbeats are too frequent to keep: they are published live but not stored.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from grid.core import naming
 from grid.core.rtypes import Redis
+
+log = logging.getLogger(__name__)
 
 
 class EventType(StrEnum):
@@ -52,16 +56,24 @@ NOT_STORED = frozenset({EventType.AGENT_HEARTBEAT})
 LIVE_CHANNEL = f"{naming.PREFIX}:events:live"
 
 
-@dataclass
-class Event:
+class Event(BaseModel):
+    """One entry of the event stream; its fields are the stream entry's fields as text."""
+
+    model_config = ConfigDict(extra="ignore")
+
     type: str
-    ts: float
+    ts: float = 0.0
     message: str = ""
     agent_id: str = ""
     node_id: str = ""
     pool: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
     id: str = ""
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_from_json(cls, value: Any) -> Any:
+        return json.loads(value or "{}") if isinstance(value, str) else value
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -76,19 +88,21 @@ class Event:
 
     @classmethod
     def from_fields(cls, event_id: str, fields: dict[str, str]) -> Event:
-        return cls(
-            id=event_id,
-            type=fields.get("type", ""),
-            ts=float(fields.get("ts", "0")),
-            message=fields.get("message", ""),
-            agent_id=fields.get("agent_id", ""),
-            node_id=fields.get("node_id", ""),
-            pool=fields.get("pool", ""),
-            data=json.loads(fields.get("data") or "{}"),
-        )
+        """The event of a stream entry; raises ValidationError if it is malformed."""
+        return cls.model_validate({**fields, "id": event_id})
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
+
+
+def decode_event(event_id: str, fields: dict[str, str]) -> Event | None:
+    """The event of a stream entry, or None with a warning: one bad entry must not break
+    `grid events`, the pages or a follower."""
+    try:
+        return Event.from_fields(event_id, fields)
+    except (ValidationError, ValueError) as exc:
+        log.warning("skipping malformed event %s: %s", event_id, exc)
+        return None
 
 
 class EventLog:
@@ -109,7 +123,15 @@ class EventLog:
     ) -> None:
         """Record an event (or only publish it, for heartbeats). Pass `pipe` to batch."""
         etype = EventType(type)
-        event = Event(etype.value, time.time(), message, agent_id, node_id, pool, data)
+        event = Event(
+            type=etype.value,
+            ts=time.time(),
+            message=message,
+            agent_id=agent_id,
+            node_id=node_id,
+            pool=pool,
+            data=data,
+        )
         target = pipe if pipe is not None else self.client
         if etype in NOT_STORED:
             target.publish(LIVE_CHANNEL, json.dumps(event.to_fields()))
@@ -135,8 +157,8 @@ class EventLog:
             if not rows:
                 break
             for event_id, fields in rows:
-                ev = Event.from_fields(event_id, fields)
-                if _matches(ev, types, agent_id, node_id, pool):
+                ev = decode_event(event_id, fields)
+                if ev is not None and _matches(ev, types, agent_id, node_id, pool):
                     out.append(ev)
                     if len(out) >= limit:
                         break
@@ -158,8 +180,8 @@ class EventLog:
                 continue
             for event_id, fields in resp[0][1]:
                 last = event_id
-                ev = Event.from_fields(event_id, fields)
-                if _matches(ev, **filters):
+                ev = decode_event(event_id, fields)
+                if ev is not None and _matches(ev, **filters):
                     yield ev
 
 

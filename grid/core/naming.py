@@ -104,10 +104,6 @@ def generation_key() -> str:
     return f"{PREFIX}:generation"
 
 
-def reconcile_lock_key() -> str:
-    return f"{PREFIX}:lock:reconcile"
-
-
 def policies_key() -> str:
     """Hash pool -> policy JSON."""
     return f"{PREFIX}:policies"

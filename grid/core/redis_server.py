@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import redis
 
 from grid.core.errors import ConfigError, RedisUnavailableError
 from grid.core.ports import free_port
@@ -41,8 +42,6 @@ def find_redis_server() -> str:
 
 
 def ping(url: str, timeout: float = 0.5) -> bool:
-    import redis  # noqa: PLC0415
-
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())

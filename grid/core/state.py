@@ -8,15 +8,21 @@ resurrect a node the master has already removed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
-from dataclasses import asdict, dataclass, field, fields
 from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from importlib import resources
+from typing import Any, TypeVar, get_origin
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from grid.core import naming
 from grid.core.errors import ConflictError
 from grid.core.rtypes import Redis
+
+log = logging.getLogger(__name__)
 
 
 class NodeStatus(StrEnum):
@@ -40,60 +46,77 @@ class AgentStatus(StrEnum):
     OFFLINE = "offline"
 
 
+class ClusterState(StrEnum):
+    HEALTHY = "healthy"  # every agent online, every pool at size
+    DEGRADED = "degraded"  # an agent not online, or a pool below size
+    CRITICAL = "critical"  # no agent online, or a pool below half its size
+
+
 R = TypeVar("R", bound="Record")
+# node id -> (agent_id, generation, status) as stored; all None when the record is gone
+Placements = dict[str, tuple[str | None, str | None, str | None]]
 
 
-@dataclass
-class Record:
-    """A dataclass stored as a Redis hash: scalars as text, dicts as JSON."""
+def encode_field(value: Any) -> str:
+    """One hash field as text: dicts as JSON, booleans as 1/0, enums by value, None as ''."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Enum):
+        return str(value.value)
+    return "" if value is None else str(value)
+
+
+class Record(BaseModel):
+    """A pydantic model stored as a Redis hash: one text field per attribute.
+
+    Decoding goes through pydantic's validation, so a malformed hash (`port abc`) raises
+    `ValidationError`; GridState skips such records with a warning instead of failing a read.
+    """
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_text(cls, data: Any) -> Any:
+        """Text from a hash: '' (and 'None' from older writers) means the default, JSON for
+        dict fields; pydantic's lax mode turns the rest ('12', '1.5', '1') into their types."""
+        if not isinstance(data, dict):
+            return data
+        decoded: dict[str, Any] = {}
+        for name, value in data.items():
+            info = cls.model_fields.get(name)
+            if info is None:
+                continue
+            if isinstance(value, str):
+                if value in ("", "None"):
+                    continue
+                if get_origin(info.annotation) is dict or info.annotation is dict:
+                    value = json.loads(value)
+            decoded[name] = value
+        return decoded
 
     def to_hash(self) -> dict[str | bytes, bytes | float | int | str]:
-        out: dict[str | bytes, bytes | float | int | str] = {}
-        for key, value in asdict(self).items():
-            if isinstance(value, dict):
-                out[key] = json.dumps(value)
-            elif isinstance(value, bool):
-                out[key] = "1" if value else "0"
-            elif isinstance(value, Enum):
-                out[key] = str(value.value)
-            else:
-                out[key] = "" if value is None else str(value)
-        return out
+        return {k: encode_field(getattr(self, k)) for k in type(self).model_fields}
 
     @classmethod
     def from_hash(cls: type[R], data: dict[str, str]) -> R:
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                continue
-            raw = data[f.name]
-            kind = str(f.type)
-            if "dict" in kind:
-                kwargs[f.name] = json.loads(raw or "{}")
-            elif kind.startswith("bool"):
-                kwargs[f.name] = raw == "1"
-            elif kind.startswith("int"):
-                kwargs[f.name] = int(raw) if raw not in ("", "None") else None
-            elif kind.startswith("float"):
-                kwargs[f.name] = float(raw) if raw not in ("", "None") else None
-            else:
-                kwargs[f.name] = raw
-        return cls(**kwargs)
+        return cls.model_validate(data)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
-@dataclass
 class AgentRecord(Record):
     agent_id: str
     hostname: str = ""
     platform: str = "process"
     max_nodes: int = 10
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
     cost: float = 0.0
     version: str = ""
-    status: str = AgentStatus.ONLINE.value
+    status: AgentStatus = AgentStatus.ONLINE
     draining: bool = False
     registered_at: float = 0.0
     last_heartbeat: float = 0.0
@@ -101,14 +124,14 @@ class AgentRecord(Record):
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
     pid: int = 0
+    down_since: float = 0.0  # last heartbeat before it went offline (for agent_recovered)
 
 
-@dataclass
 class NodeRecord(Record):
     node_id: str
     pool: str = naming.DEFAULT_POOL
     agent_id: str = ""
-    status: str = NodeStatus.PENDING.value
+    status: NodeStatus = NodeStatus.PENDING
     generation: int = 0
     created_at: float = 0.0
     started_at: float = 0.0
@@ -122,40 +145,22 @@ class NodeRecord(Record):
 
     @property
     def active(self) -> bool:
-        return self.status in {s.value for s in ACTIVE_NODE_STATES}
+        return self.status in ACTIVE_NODE_STATES
 
 
-# KEYS[1] = hash; ARGV = field, value, ... ; sets fields only if the hash exists.
-_UPDATE_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
-# KEYS[1] = lease key; ARGV[1] = token, ARGV[2] = ttl ms. Renew only our own lease.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+def _lua(name: str) -> str:
+    """A Lua script shipped beside this module in lua/ (package data)."""
+    return resources.files("grid.core").joinpath("lua", f"{name}.lua").read_text()
 
 
 def owner_token() -> str:
     """Identifies this process: hostname, pid and start time (so a reused pid never matches)."""
-    import psutil  # noqa: PLC0415
-
     start = psutil.Process(os.getpid()).create_time()
     return f"{socket.gethostname()}:{os.getpid()}:{start:.3f}"
 
 
 def token_is_stale(token: str) -> bool:
     """True when `token` names a process on this host that no longer runs."""
-    import psutil  # noqa: PLC0415
-
     try:
         host, pid, start = token.rsplit(":", 2)
         if host != socket.gethostname():
@@ -168,12 +173,33 @@ def token_is_stale(token: str) -> bool:
         return False
 
 
+def decode_record(cls: type[R], key: str, data: dict[str, str]) -> R | None:
+    """The record in a hash; None for an empty hash or, with a warning, a malformed one
+    (one bad record must not break `grid nodes`, the pages or the master's passes)."""
+    if not data:
+        return None
+    try:
+        return cls.from_hash(data)
+    except (ValidationError, ValueError) as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in _errors(exc)
+        )
+        log.warning("skipping malformed record %s: %s", key, problems)
+        return None
+
+
+def _errors(exc: Exception) -> list[Any]:
+    if isinstance(exc, ValidationError):
+        return list(exc.errors())
+    return [{"loc": (), "msg": str(exc)}]
+
+
 class GridState:
     def __init__(self, client: Redis) -> None:
         self.r = client
-        self._update = client.register_script(_UPDATE_IF_EXISTS)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._update = client.register_script(_lua("update_if_exists"))
+        self._renew = client.register_script(_lua("renew_lease"))
+        self._release = client.register_script(_lua("release_lease"))
 
     # ---- agents ---------------------------------------------------------------------
 
@@ -217,8 +243,8 @@ class GridState:
         return self._update_hash(naming.agent_key(agent_id), values)
 
     def agent(self, agent_id: str) -> AgentRecord | None:
-        data = self.r.hgetall(naming.agent_key(agent_id))
-        return AgentRecord.from_hash(data) if data else None
+        key = naming.agent_key(agent_id)
+        return decode_record(AgentRecord, key, self.r.hgetall(key))
 
     def agents(self) -> list[AgentRecord]:
         ids = sorted(self.r.smembers(naming.agents_key()))
@@ -228,6 +254,26 @@ class GridState:
 
     def next_generation(self) -> int:
         return int(self.r.incr(naming.generation_key()))
+
+    def reserve_generations(self, count: int) -> int:
+        """Reserve `count` generations; returns the one before the first reserved."""
+        if count <= 0:
+            return 0
+        return int(self.r.incrby(naming.generation_key(), count)) - count
+
+    def mark_stopping(self, node_id: str, pipe: Any) -> None:
+        """Within a pipeline: the master asked the node to stop."""
+        pipe.hset(naming.node_key(node_id), "status", NodeStatus.STOPPING.value)
+
+    def placements(self, extra_ids: set[str]) -> Placements:
+        """(agent_id, generation, status) of every node record and of `extra_ids` (whose record
+        may be gone: None fields), in one pipelined read."""
+        ids = sorted(set(self.r.smembers(naming.nodes_key())) | extra_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for nid in ids:
+            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
+        rows = pipe.execute()
+        return {nid: (row[0], row[1], row[2]) for nid, row in zip(ids, rows, strict=True)}
 
     def create_nodes(self, records: list[NodeRecord], pipe: Any = None) -> None:
         target = pipe if pipe is not None else self.r.pipeline()
@@ -249,8 +295,8 @@ class GridState:
             target.execute()
 
     def node(self, node_id: str) -> NodeRecord | None:
-        data = self.r.hgetall(naming.node_key(node_id))
-        return NodeRecord.from_hash(data) if data else None
+        key = naming.node_key(node_id)
+        return decode_record(NodeRecord, key, self.r.hgetall(key))
 
     def nodes(self, pool: str | None = None, agent_id: str | None = None) -> list[NodeRecord]:
         ids = sorted(self.r.smembers(naming.nodes_key()))
@@ -273,11 +319,35 @@ class GridState:
     def desired(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(naming.pools_key()).items()}
 
-    def set_pool_status(self, pool: str, status: dict[str, Any]) -> None:
-        self.r.hset(naming.pool_status_key(), pool, json.dumps(status))
+    def set_pool_status(self, pool: str, status: dict[str, Any], pipe: Any = None) -> None:
+        (pipe if pipe is not None else self.r).hset(
+            naming.pool_status_key(), pool, json.dumps(status)
+        )
 
     def pool_status(self) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(naming.pool_status_key()).items()}
+
+    # ---- cluster and leader ---------------------------------------------------------
+
+    def cluster_state(self) -> str | None:
+        value = self.r.get(naming.cluster_state_key())
+        return str(value) if value is not None else None
+
+    def set_cluster_state(self, value: str) -> None:
+        self.r.set(naming.cluster_state_key(), value)
+
+    def leader_info(self) -> dict[str, str]:
+        """What the leading master published: master_id, since, http (its pages' URL)."""
+        return dict(self.r.hgetall(naming.leader_info_key()))
+
+    def set_leader_info(self, **values: str | float) -> None:
+        self.r.hset(
+            naming.leader_info_key(), mapping={k: encode_field(v) for k, v in values.items()}
+        )
+
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline for batching several writes in one round trip."""
+        return self.r.pipeline(transaction=False)
 
     # ---- leases ---------------------------------------------------------------------
 
@@ -302,13 +372,7 @@ class GridState:
             return bool(self.r.exists(key))
         flat: list[str] = []
         for k, v in values.items():
-            if isinstance(v, dict):
-                v = json.dumps(v)
-            elif isinstance(v, bool):
-                v = "1" if v else "0"
-            elif isinstance(v, Enum):
-                v = v.value
-            flat += [k, "" if v is None else str(v)]
+            flat += [k, encode_field(v)]
         return bool(self._update(keys=[key], args=flat))
 
     def _load_many(self, ids: list[str], key_fn: Any, cls: type[R]) -> list[R | None]:
@@ -317,4 +381,4 @@ class GridState:
         pipe = self.r.pipeline(transaction=False)
         for item in ids:
             pipe.hgetall(key_fn(item))
-        return [cls.from_hash(d) if d else None for d in pipe.execute()]
+        return [decode_record(cls, key_fn(i), d) for i, d in zip(ids, pipe.execute(), strict=True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from grid.core.celery_app import app
@@ -36,6 +37,4 @@ def node_logs(node_id: str, lines: int = 100) -> str:
 @app.task(name=TaskName.PING_AGENT, ignore_result=False)
 def ping_agent(sent_at: float) -> dict[str, float]:
     """Round trip probe for benchmarks: echoes when it was sent and when it ran."""
-    import time  # noqa: PLC0415
-
     return {"sent_at": sent_at, "ran_at": time.time()}

@@ -176,7 +176,7 @@ class ChaosGrid(LocalGrid):
                 mine = [n for n in nodes if n.pool == pool]
                 if len(mine) != want or any(n.status != "running" for n in mine):
                     return None
-            return nodes or [NodeRecord("none")]
+            return nodes or [NodeRecord(node_id="none")]
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

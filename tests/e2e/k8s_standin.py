@@ -750,7 +750,7 @@ class FakeKubelet:
                     handler(event["type"], event["object"])
                     if self._stop.is_set():
                         break
-            except Exception:  # noqa: BLE001 - the API server is stopping or hiccuped: rewatch
+            except Exception:  # the API server is stopping or hiccuped: rewatch
                 version = None  # e.g. 410 Expired: start over from the current state
                 if not self._stop.is_set():
                     log.debug("kubelet watch failed; rewatching", exc_info=True)
@@ -995,7 +995,7 @@ class PodWorker(threading.Thread):
             self._live()
         except PodGone:
             pass
-        except Exception:  # noqa: BLE001 - one broken pod must not take the kubelet down
+        except Exception:  # one broken pod must not take the kubelet down
             log.exception("kubelet worker for pod %s/%s failed", self.namespace, self.pod_name)
             self._terminate.wait()
         finally:

@@ -24,8 +24,10 @@ from grid.core.state import AgentRecord, GridState, NodeRecord
 def client(redis_url: str) -> Iterator[Redis]:
     c = redis_client(redis_url)
     state = GridState(c)
-    state.register_agent(AgentRecord("agent-1", last_heartbeat=time.time()))
-    state.create_nodes([NodeRecord("default-00000001", agent_id="agent-1", status="running")])
+    state.register_agent(AgentRecord(agent_id="agent-1", last_heartbeat=time.time()))
+    state.create_nodes(
+        [NodeRecord(node_id="default-00000001", agent_id="agent-1", status="running")]
+    )
     state.set_desired("default", 1)
     EventLog(c).emit(EventType.SCALE_REQUESTED, "setup", pool="default")
     yield c

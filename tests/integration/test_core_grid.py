@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
+import redis
 from celery import Celery
 from click.testing import CliRunner
 
@@ -40,8 +41,6 @@ OCCUPYING = {"pending", "starting", "running", "restarting", "stopping"}
 def grid(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalGrid]:
-    import redis
-
     flush = redis.Redis.from_url(redis_server.url)
     flush.flushall()
     flush.close()

@@ -21,6 +21,7 @@ import pytest
 
 from grid.node.prom import parse_prometheus, sum_by_name
 from grid.node.server import MAX_VALUE_BYTES, READY_FD_ENV
+from grid.platforms.process import READY_FD_ENV as PLATFORM_READY_FD_ENV
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -347,7 +348,6 @@ def test_port_zero_reports_on_ready_fd_and_node_json(start_node: StartNode) -> N
 
 
 def test_ready_fd_name_matches_the_process_platform() -> None:
-    from grid.platforms.process import READY_FD_ENV as PLATFORM_READY_FD_ENV
 
     assert READY_FD_ENV == PLATFORM_READY_FD_ENV
 

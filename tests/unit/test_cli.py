@@ -85,7 +85,7 @@ def populate(state: GridState) -> None:
     now = time.time()
     state.register_agent(
         AgentRecord(
-            "agent-1",
+            agent_id="agent-1",
             hostname="h1",
             max_nodes=4,
             last_heartbeat=now,
@@ -94,12 +94,14 @@ def populate(state: GridState) -> None:
         )
     )
     state.register_agent(
-        AgentRecord("agent-2", hostname="h2", max_nodes=4, last_heartbeat=now, status="degraded")
+        AgentRecord(
+            agent_id="agent-2", hostname="h2", max_nodes=4, last_heartbeat=now, status="degraded"
+        )
     )
     state.create_nodes(
         [
             NodeRecord(
-                "default-00000001",
+                node_id="default-00000001",
                 agent_id="agent-1",
                 status="running",
                 pid=111,
@@ -109,9 +111,11 @@ def populate(state: GridState) -> None:
                 created_at=now,
                 started_at=now,
             ),
-            NodeRecord("default-00000002", agent_id="agent-2", status="pending", created_at=now),
             NodeRecord(
-                "manual-00000003",
+                node_id="default-00000002", agent_id="agent-2", status="pending", created_at=now
+            ),
+            NodeRecord(
+                node_id="manual-00000003",
                 pool="manual",
                 agent_id="agent-1",
                 status="running",
@@ -297,19 +301,21 @@ def test_status_json(env: dict[str, str], state: GridState) -> None:
 def test_status_cluster_state(
     env: dict[str, str], state: GridState, desired: int, agent2: str, expected: str
 ) -> None:
-    state.register_agent(AgentRecord("agent-1"))
-    state.register_agent(AgentRecord("agent-2", status=agent2))
-    state.create_nodes([NodeRecord("default-1", agent_id="agent-1", status="running")])
+    state.register_agent(AgentRecord(agent_id="agent-1"))
+    state.register_agent(AgentRecord(agent_id="agent-2", status=agent2))
+    state.create_nodes([NodeRecord(node_id="default-1", agent_id="agent-1", status="running")])
     if desired >= 4:  # two more on their way and one running: 4 present
         state.create_nodes(
             [
-                NodeRecord("default-2", agent_id="agent-1", status="pending"),
-                NodeRecord("default-3", agent_id="agent-2", status="starting"),
-                NodeRecord("default-4", agent_id="agent-2", status="running"),
+                NodeRecord(node_id="default-2", agent_id="agent-1", status="pending"),
+                NodeRecord(node_id="default-3", agent_id="agent-2", status="starting"),
+                NodeRecord(node_id="default-4", agent_id="agent-2", status="running"),
             ]
         )
     if desired == 5:  # the fifth crashed and waits for its restart: degraded
-        state.create_nodes([NodeRecord("default-5", agent_id="agent-1", status="restarting")])
+        state.create_nodes(
+            [NodeRecord(node_id="default-5", agent_id="agent-1", status="restarting")]
+        )
     state.set_desired("default", desired)
     assert json.loads(invoke(env, "status", "--json").stdout)["cluster"] == expected
 
@@ -391,7 +397,7 @@ def test_scale_without_master_saves_the_size(
 
 
 def test_drain_and_undrain_flag_the_agent(env: dict[str, str], state: GridState) -> None:
-    state.register_agent(AgentRecord("agent-1"))
+    state.register_agent(AgentRecord(agent_id="agent-1"))
     assert invoke(env, "undrain", "agent-1").exit_code == 0
     agent = state.agent("agent-1")
     assert agent is not None and agent.draining is False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -277,8 +279,6 @@ def test_collect_inputs() -> None:
 
 
 def test_importing_the_autoscaler_loads_no_heavy_library() -> None:
-    import subprocess
-    import sys
 
     code = (
         "import sys, grid.autoscaler, grid.autoscaler.backtest;"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from grid.core.events import EVENT_TYPES, NOT_STORED, Event, EventType
+from grid.core.events import EVENT_TYPES, NOT_STORED, Event, EventType, decode_event
 
 # The 19 types issue 2 lists; the catalogue may hold more (drain, adoption, leader, autoscaler).
 ISSUE_TYPES = [
@@ -91,5 +91,12 @@ def test_data_that_json_cannot_encode_is_stringified() -> None:
         def __str__(self) -> str:
             return "thing"
 
-    fields = Event("scale_requested", 1.0, data={"x": Thing()}).to_fields()
+    fields = Event(type="scale_requested", ts=1.0, data={"x": Thing()}).to_fields()
     assert Event.from_fields("1-0", fields).data == {"x": "thing"}
+
+
+def test_a_malformed_entry_is_skipped_not_raised() -> None:
+    assert decode_event("1-0", {"type": "cluster_healthy", "ts": "soon"}) is None
+    assert decode_event("1-0", {"type": "cluster_healthy", "data": "{not json"}) is None
+    good = decode_event("2-0", {"type": "cluster_healthy", "ts": "2.5"})
+    assert good is not None and good.ts == 2.5

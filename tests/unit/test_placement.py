@@ -7,11 +7,10 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
+from grid.core.placement_rules import DEFAULT_RULES, PlacementRules
 from grid.workers.master.placement import (
-    DEFAULT_RULES,
     AgentSlot,
     NodeSlot,
-    PlacementRules,
     choose_victims,
     matches,
     place,

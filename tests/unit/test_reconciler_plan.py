@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from grid.core.placement_rules import PlacementRules
 from grid.core.state import AgentRecord, NodeRecord
-from grid.workers.master.placement import PlacementRules
 from grid.workers.master.reconciler import Plan, plan
 
 NOW = 10_000.0
@@ -23,7 +23,7 @@ def agent(
     **labels: str,
 ) -> AgentRecord:
     return AgentRecord(
-        agent_id,
+        agent_id=agent_id,
         max_nodes=max_nodes,
         status=status,
         draining=draining,
@@ -41,7 +41,7 @@ def node(
     started_at: float = 0.0,
 ) -> NodeRecord:
     return NodeRecord(
-        node_id,
+        node_id=node_id,
         pool=pool,
         agent_id=agent_id,
         status=status,

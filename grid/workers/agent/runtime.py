@@ -32,7 +32,14 @@ from grid.core.errors import PlatformError
 from grid.core.events import EventLog, EventType
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
-from grid.core.state import AgentRecord, GridState, NodeRecord, NodeStatus, owner_token
+from grid.core.state import (
+    AgentRecord,
+    GridState,
+    NodeRecord,
+    NodeStatus,
+    Placements,
+    owner_token,
+)
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, Platform, WorkloadState, WorkloadStatus
 from grid.workers.agent.health import wait_healthy
@@ -42,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 #: node id -> (agent_id, generation, status) as its record says (None where it is gone)
-Placements = dict[str, tuple[str | None, str | None, str | None]]
+
 
 _runtime: AgentRuntime | None = None
 
@@ -64,7 +71,7 @@ class LocalNode:
 
     record: NodeRecord
     spec: NodeSpec
-    phase: str = "starting"  # starting | running | restarting | stopping
+    phase: NodeStatus = NodeStatus.STARTING  # STARTING, RUNNING, RESTARTING or STOPPING
     endpoint: str = ""
     crashes: collections.deque[float] = field(default_factory=collections.deque)
     restart_timer: threading.Timer | None = None
@@ -133,7 +140,7 @@ class AgentRuntime:
             return [
                 (nid, n.record.pool, n.endpoint)
                 for nid, n in self.nodes.items()
-                if n.phase == "running" and n.endpoint
+                if n.phase == NodeStatus.RUNNING and n.endpoint
             ]
 
     def record(self) -> AgentRecord:
@@ -159,6 +166,7 @@ class AgentRuntime:
             # Keep a degraded/offline status: the master's health check then sees the fresh
             # heartbeat and records agent_recovered with the real downtime.
             rec.status = existing.status
+            rec.down_since = existing.down_since
         self.state.register_agent(rec)
         self.events.emit(
             EventType.AGENT_REGISTERED,
@@ -202,7 +210,7 @@ class AgentRuntime:
 
     def watched_ids(self) -> list[str]:
         with self._nodes_lock:
-            return [nid for nid, n in self.nodes.items() if n.phase == "running"]
+            return [nid for nid, n in self.nodes.items() if n.phase == NodeStatus.RUNNING]
 
     # ---- specs ------------------------------------------------------------------------
 
@@ -227,10 +235,10 @@ class AgentRuntime:
             rec = self.state.node(node_id)
             if rec is None or rec.agent_id != self.agent_id:
                 return {"result": "ignored", "reason": "not placed on this agent"}
-            if rec.status in (NodeStatus.STOPPING.value, NodeStatus.LOST.value):
+            if rec.status in (NodeStatus.STOPPING, NodeStatus.LOST):
                 return {"result": "ignored", "reason": f"node is {rec.status}"}
             local = self.nodes.get(node_id)
-            if local is not None and local.phase in ("running", "restarting"):
+            if local is not None and local.phase in (NodeStatus.RUNNING, NodeStatus.RESTARTING):
                 return {"result": "already running", "endpoint": local.endpoint}
             return self._start(rec, restart=False)
 
@@ -267,7 +275,7 @@ class AgentRuntime:
                 rec, f"not healthy within {self.settings.node_start_timeout}s; {logs}"
             )
         local.endpoint = handle.endpoint
-        local.phase = "running"
+        local.phase = NodeStatus.RUNNING
         fields: dict[str, Any] = {
             "status": NodeStatus.RUNNING,
             "pid": handle.pid,
@@ -317,7 +325,7 @@ class AgentRuntime:
             with self._nodes_lock:
                 local = self.nodes.get(node_id)
                 if local is not None:
-                    local.phase = "stopping"
+                    local.phase = NodeStatus.STOPPING
                     if local.restart_timer is not None:
                         local.restart_timer.cancel()
             rec = self.state.node(node_id)
@@ -348,9 +356,9 @@ class AgentRuntime:
     def _on_exit(self, node_id: str, status: WorkloadStatus) -> None:
         with self._nodes_lock:
             local = self.nodes.get(node_id)
-            if local is None or local.phase != "running" or self._stopping.is_set():
+            if local is None or local.phase != NodeStatus.RUNNING or self._stopping.is_set():
                 return
-            local.phase = "restarting"
+            local.phase = NodeStatus.RESTARTING
             now = time.monotonic()
             local.crashes.append(now)
             while local.crashes and now - local.crashes[0] > self.settings.crash_window:
@@ -401,7 +409,7 @@ class AgentRuntime:
     def _restart(self, node_id: str) -> None:
         with self._node_locks[node_id]:
             local = self.nodes.get(node_id)
-            if local is None or local.phase != "restarting" or self._stopping.is_set():
+            if local is None or local.phase != NodeStatus.RESTARTING or self._stopping.is_set():
                 return
             rec = self.state.node(node_id)
             if rec is None or rec.agent_id != self.agent_id:
@@ -409,7 +417,7 @@ class AgentRuntime:
                 return
             try:
                 self._start(rec, restart=True)
-            except Exception:  # noqa: BLE001 - a failed restart must not kill the timer thread
+            except Exception:  # a failed restart must not kill the timer thread
                 log.exception("restart failed", extra={"node_id": node_id})
 
     # ---- adoption and fencing -------------------------------------------------------------
@@ -436,7 +444,10 @@ class AgentRuntime:
             running.add(handle.node_id)
             with self._nodes_lock:
                 self.nodes[handle.node_id] = LocalNode(
-                    record=rec, spec=self.spec_for(rec), phase="running", endpoint=handle.endpoint
+                    record=rec,
+                    spec=self.spec_for(rec),
+                    phase=NodeStatus.RUNNING,
+                    endpoint=handle.endpoint,
                 )
             self.platform.adopt(handle.node_id)
             self._node_event(
@@ -448,7 +459,7 @@ class AgentRuntime:
         for node_id, rec in records.items():
             if node_id in running:
                 continue
-            if rec.status == NodeStatus.STOPPING.value:
+            if rec.status == NodeStatus.STOPPING:
                 self.state.delete_node(node_id)
             elif rec.active:
                 threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
@@ -458,12 +469,7 @@ class AgentRuntime:
         record may be gone), in one pipelined read: what both per-beat checks look at."""
         with self._nodes_lock:
             local = set(self.nodes)
-        ids = sorted(set(self.state.r.smembers(naming.nodes_key())) | local)
-        pipe = self.state.r.pipeline(transaction=False)
-        for nid in ids:
-            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
-        rows = pipe.execute()
-        return {nid: (row[0], row[1], row[2]) for nid, row in zip(ids, rows, strict=True)}
+        return self.state.placements(local)
 
     def _pick_up_lost_tasks(self, placements: Placements) -> None:
         """Spawn or stop this agent's records whose task never came (checked every beat).
@@ -476,14 +482,14 @@ class AgentRuntime:
         now = time.monotonic()
         waiting: dict[str, float] = {}
         for nid, (agent_id, _, status) in placements.items():
-            if agent_id != self.agent_id or status not in ("pending", "stopping"):
+            if agent_id != self.agent_id or status not in (NodeStatus.PENDING, NodeStatus.STOPPING):
                 continue
             lock = self._node_locks[nid]
             if not lock.acquire(blocking=False):
                 continue  # a task is working on it
             lock.release()
             with self._nodes_lock:
-                if status == "pending" and nid in self.nodes:
+                if status == NodeStatus.PENDING and nid in self.nodes:
                     continue
             since = self._waiting.get(nid, now)
             if now - since < max(2.0, 2 * self.settings.heartbeat_interval):
@@ -494,14 +500,14 @@ class AgentRuntime:
                 status,
                 extra={"agent_id": self.agent_id, "node_id": nid},
             )
-            action = self.spawn if status == "pending" else self.stop
+            action = self.spawn if status == NodeStatus.PENDING else self.stop
             threading.Thread(target=action, args=(nid,), daemon=True).start()
         self._waiting = waiting
 
     def _owns(self, rec: NodeRecord | None, generation: Any) -> bool:
         if rec is None or rec.agent_id != self.agent_id:
             return False
-        if rec.status in (NodeStatus.LOST.value, NodeStatus.FAILED.value):
+        if rec.status in (NodeStatus.LOST, NodeStatus.FAILED):
             return False
         return generation is None or str(generation) == str(rec.generation)
 
@@ -520,7 +526,9 @@ class AgentRuntime:
         """Stop local nodes whose record no longer places them here (checked every beat)."""
         with self._nodes_lock:
             local = {
-                nid: n for nid, n in self.nodes.items() if n.phase in ("running", "restarting")
+                nid: n
+                for nid, n in self.nodes.items()
+                if n.phase in (NodeStatus.RUNNING, NodeStatus.RESTARTING)
             }
         for nid, node in local.items():
             agent_id, generation, status = placements.get(nid, (None, None, None))
@@ -563,7 +571,7 @@ class AgentRuntime:
                 self.heartbeat()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc, extra={"agent_id": self.agent_id})
-            except Exception:  # noqa: BLE001 - the heartbeat thread must survive anything
+            except Exception:  # the heartbeat thread must survive anything
                 log.exception("heartbeat error", extra={"agent_id": self.agent_id})
 
 

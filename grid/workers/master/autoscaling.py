@@ -1,34 +1,38 @@
-"""Glue between the master and the autoscaler package: placement rules and the beat tick."""
+"""Glue between the master and the autoscaler package: placement rules and the beat tick.
+
+It takes the master's state, event log, settings and a reconcile callback, not the master
+runtime, so the runtime imports this module and nothing here imports the runtime back."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from grid.core.events import EventType
+from grid.autoscaler.metrics import MetricsStore
+from grid.autoscaler.service import evaluate_due_pools, list_policies
+from grid.core.events import EventLog, EventType
+from grid.core.placement_rules import PlacementRules
 from grid.core.rtypes import Redis
-from grid.workers.master.placement import PlacementRules
-
-if TYPE_CHECKING:
-    from grid.workers.master.runtime import MasterRuntime
+from grid.core.settings import Settings
+from grid.core.state import GridState
 
 log = logging.getLogger(__name__)
 
 
 def placement_rules(client: Redis) -> dict[str, PlacementRules]:
     """Placement rules of every pool with an applied policy."""
-    from grid.autoscaler.service import list_policies  # noqa: PLC0415
-
     return {p.pool: p.placement for p in list_policies(client)}
 
 
-def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
+def run_autoscaler(
+    state: GridState,
+    events: EventLog,
+    settings: Settings,
+    reconcile: Callable[[str], object],
+) -> dict[str, Any]:
     """Evaluate every due policy; a changed size is written and reconciled at once."""
-    from grid.autoscaler.metrics import MetricsStore  # noqa: PLC0415
-    from grid.autoscaler.service import evaluate_due_pools  # noqa: PLC0415
-
-    state, events = master.state, master.events
 
     def current_size(pool: str) -> int:
         return state.desired().get(pool, 0)
@@ -44,7 +48,7 @@ def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
             previous=before,
             source="autoscaler",
         )
-        master.reconcile(f"autoscaler: {pool} -> {size}")
+        reconcile(f"autoscaler: {pool} -> {size}")
 
     def emit(kind: str, payload: dict[str, Any]) -> None:
         events.emit(
@@ -56,8 +60,8 @@ def run_autoscaler(master: MasterRuntime) -> dict[str, Any]:
 
     source = MetricsStore(
         state.r,
-        retention=master.settings.metrics_retention,
-        history_retention=master.settings.metrics_history_retention,
+        retention=settings.metrics_retention,
+        history_retention=settings.metrics_history_retention,
     )
     decisions = evaluate_due_pools(
         state.r, time.time(), current_size, set_desired, emit, source=source

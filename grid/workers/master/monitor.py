@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grid.core import naming
 from grid.core.events import EventLog, EventType
 from grid.core.settings import Settings
-from grid.core.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.core.state import (
+    AgentRecord,
+    AgentStatus,
+    ClusterState,
+    GridState,
+    NodeRecord,
+    NodeStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ def check_agents(
             continue
         changes.append(Transition(agent.agent_id, agent.status, after, silence))
         state.update_agent(agent.agent_id, status=after)
-        if after == AgentStatus.ONLINE.value:
-            down_since = float(state.r.hget(naming.agent_key(agent.agent_id), "down_since") or now)
+        if after == AgentStatus.ONLINE:
+            down_since = agent.down_since or now
             events.emit(
                 EventType.AGENT_RECOVERED,
                 f"agent {agent.agent_id} is back after {now - down_since:.1f}s",
@@ -53,21 +59,17 @@ def check_agents(
                 was=agent.status,
             )
             continue
-        if agent.status == AgentStatus.ONLINE.value:
+        if agent.status == AgentStatus.ONLINE:
             # the last beat we heard marks the start of the outage
             state.update_agent(agent.agent_id, down_since=agent.last_heartbeat)
-        kind = (
-            EventType.AGENT_OFFLINE
-            if after == AgentStatus.OFFLINE.value
-            else EventType.AGENT_DEGRADED
-        )
+        kind = EventType.AGENT_OFFLINE if after == AgentStatus.OFFLINE else EventType.AGENT_DEGRADED
         events.emit(
             kind,
             f"agent {agent.agent_id} silent for {silence:.1f}s",
             agent_id=agent.agent_id,
             silence_s=round(silence, 3),
         )
-        if after == AgentStatus.OFFLINE.value:
+        if after == AgentStatus.OFFLINE:
             mark_lost(state, events, state.nodes(agent_id=agent.agent_id))
     return changes
 
@@ -75,7 +77,7 @@ def check_agents(
 def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -> int:
     count = 0
     for node in nodes:
-        if node.status == NodeStatus.STOPPING.value:
+        if node.status == NodeStatus.STOPPING:
             state.delete_node(node.node_id)  # was going away anyway
             continue
         if not node.active:
@@ -94,29 +96,29 @@ def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -
 
 def cluster_state(
     agents: Sequence[AgentRecord], desired: dict[str, int], nodes: Sequence[NodeRecord]
-) -> tuple[str, str]:
-    """(healthy | degraded | critical, why).
+) -> tuple[ClusterState, str]:
+    """(the cluster's state, why).
 
     Nodes being started (pending, starting) count as present: a scale-up in progress is not
     an outage. Crashed, failed, lost and missing nodes are what degrade a pool.
     """
     want = sum(desired.values())
-    on_the_way = {NodeStatus.RUNNING.value, NodeStatus.PENDING.value, NodeStatus.STARTING.value}
+    on_the_way = {NodeStatus.RUNNING, NodeStatus.PENDING, NodeStatus.STARTING}
     running = {p: 0 for p in desired}
     for node in nodes:
         if node.status in on_the_way and node.pool in running:
             running[node.pool] += 1
-    online = [a for a in agents if a.status == AgentStatus.ONLINE.value]
+    online = [a for a in agents if a.status == AgentStatus.ONLINE]
     if want and not online:
-        return "critical", "no agent is online"
+        return ClusterState.CRITICAL, "no agent is online"
     short = {p: desired[p] - running[p] for p in desired if running[p] < desired[p]}
     if any(running[p] < desired[p] / 2 for p in desired if desired[p]):
-        return "critical", f"pools below half their size: {short}"
+        return ClusterState.CRITICAL, f"pools below half their size: {short}"
     if len(online) < len(agents):
-        return "degraded", f"{len(agents) - len(online)} agent(s) not online"
+        return ClusterState.DEGRADED, f"{len(agents) - len(online)} agent(s) not online"
     if short:
-        return "degraded", f"pools below size: {short}"
-    return "healthy", "all agents online and every pool at size"
+        return ClusterState.DEGRADED, f"pools below size: {short}"
+    return ClusterState.HEALTHY, "all agents online and every pool at size"
 
 
 def update_cluster_state(state: GridState, events: EventLog) -> str:
@@ -124,13 +126,13 @@ def update_cluster_state(state: GridState, events: EventLog) -> str:
     desired = state.desired()
     nodes = state.nodes()
     current, why = cluster_state(agents, desired, nodes)
-    before = state.r.get(naming.cluster_state_key())
+    before = state.cluster_state()
     if before != current:
-        state.r.set(naming.cluster_state_key(), current)
+        state.set_cluster_state(current)
         kind = {
-            "healthy": EventType.CLUSTER_HEALTHY,
-            "degraded": EventType.CLUSTER_DEGRADED,
-            "critical": EventType.CLUSTER_CRITICAL,
+            ClusterState.HEALTHY: EventType.CLUSTER_HEALTHY,
+            ClusterState.DEGRADED: EventType.CLUSTER_DEGRADED,
+            ClusterState.CRITICAL: EventType.CLUSTER_CRITICAL,
         }[current]
         events.emit(kind, f"cluster {current}: {why}", was=before or "", reason=why)
     return current

@@ -29,10 +29,10 @@ def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]
     class Handler(BaseHTTPRequestHandler):
         server_version = "grid"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:  # stdlib name
             log.debug("http: " + format, *args)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        def do_GET(self) -> None:  # stdlib name
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             try:

@@ -10,26 +10,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class PlacementRules(BaseModel):
-    """A pool's placement constraints (the `placement:` block of a policy)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strategy: Literal["spread", "cost"] = "spread"
-    platforms: list[str] = Field(
-        default_factory=list, description="allowed platforms (all if empty)"
-    )
-    prefer_platforms: list[str] = Field(default_factory=list)
-    require_labels: dict[str, str] = Field(default_factory=dict)
-    prefer_labels: dict[str, str] = Field(default_factory=dict)
-
-
-DEFAULT_RULES = PlacementRules()
+from grid.core.placement_rules import DEFAULT_RULES, PlacementRules
 
 
 @dataclass(frozen=True)

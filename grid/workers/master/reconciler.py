@@ -6,7 +6,6 @@ time and running it twice changes nothing more.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,23 +13,22 @@ from typing import Any, Protocol
 
 from grid.core import naming
 from grid.core.events import EventLog, EventType
+from grid.core.placement_rules import DEFAULT_RULES, PlacementRules
 from grid.core.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
 from grid.workers.master.placement import (
-    DEFAULT_RULES,
     AgentSlot,
     NodeSlot,
-    PlacementRules,
     choose_victims,
     place,
 )
 
 # Nodes that still hold a slot on their agent.
 _OCCUPYING = {
-    NodeStatus.PENDING.value,
-    NodeStatus.STARTING.value,
-    NodeStatus.RUNNING.value,
-    NodeStatus.RESTARTING.value,
-    NodeStatus.STOPPING.value,
+    NodeStatus.PENDING,
+    NodeStatus.STARTING,
+    NodeStatus.RUNNING,
+    NodeStatus.RESTARTING,
+    NodeStatus.STOPPING,
 }
 
 
@@ -70,7 +68,7 @@ class Plan:
 
 
 def eligible(agent: AgentRecord) -> bool:
-    return agent.status == AgentStatus.ONLINE.value and not agent.draining
+    return agent.status == AgentStatus.ONLINE and not agent.draining
 
 
 def plan(
@@ -98,14 +96,14 @@ def plan(
     live: list[NodeRecord] = []
     for node in nodes:
         stuck = (
-            node.status in (NodeStatus.PENDING.value, NodeStatus.STARTING.value)
+            node.status in (NodeStatus.PENDING, NodeStatus.STARTING)
             and now - max(node.created_at, node.started_at) > spawn_timeout
         )
-        if node.status in (NodeStatus.FAILED.value, NodeStatus.LOST.value) or stuck:
+        if node.status in (NodeStatus.FAILED, NodeStatus.LOST) or stuck:
             result.remove.append(node)
             if stuck:
                 result.timed_out.append(node.node_id)
-            if node.status != NodeStatus.LOST.value:
+            if node.status != NodeStatus.LOST:
                 failed_on.setdefault(node.pool, set()).add(node.agent_id)
                 failures[node.pool] = failures.get(node.pool, 0) + 1
         else:
@@ -136,7 +134,7 @@ def plan(
             pp.fail_streak += 1
             if pp.fail_streak > 1:  # a first failure is replaced at once, on another agent
                 pp.retry_at = now + min(max_backoff, 2.0 ** (pp.fail_streak - 2))
-        elif any(n.status == NodeStatus.RUNNING.value for n in active) or len(active) >= want:
+        elif any(n.status == NodeStatus.RUNNING for n in active) or len(active) >= want:
             pp.fail_streak, pp.retry_at = 0, 0.0
         if len(active) < want and now < pp.retry_at:
             pass  # backing off after failures: place nothing in this pass
@@ -150,7 +148,7 @@ def plan(
             victims = choose_victims(len(active) - want, slots, agent_slots, pool_rules)
             by_node = {n.node_id: n for n in active}
             pp.stop = [by_node[node_id] for node_id in victims]
-        running = sum(1 for n in active if n.status == NodeStatus.RUNNING.value)
+        running = sum(1 for n in active if n.status == NodeStatus.RUNNING)
         movable = min(len(moving), max(0, running + len(moving) - want))
         pp.stop += moving[:movable]
         pp.stale = (int(before.get("shortfall", 0)), int(before.get("fail_streak", 0))) != (
@@ -207,7 +205,7 @@ def apply_plan(
 ) -> dict[str, Any]:
     """Write the plan to Redis, then send the tasks. Returns a summary for logs and tests."""
     now = time.time() if now is None else now
-    pipe = state.r.pipeline(transaction=False)
+    pipe = state.pipeline()
     for rec in result.remove:
         state.delete_node(rec.node_id, pipe=pipe)
     for node_id in result.timed_out:
@@ -221,9 +219,7 @@ def apply_plan(
     spawns: dict[str, list[str]] = {}
     stops: dict[str, list[str]] = {}
     total_new = sum(len(p.spawn_on) for p in result.pools.values())
-    generation = (
-        int(state.r.incrby(naming.generation_key(), total_new)) - total_new if total_new else 0
-    )
+    generation = state.reserve_generations(total_new)
     previous = state.pool_status()
     for pp in result.pools.values():
         opts = dict((node_options or {}).get(pp.pool, {}))
@@ -236,7 +232,7 @@ def apply_plan(
                     node_id=node_id,
                     pool=pp.pool,
                     agent_id=agent_id,
-                    status=NodeStatus.PENDING.value,
+                    status=NodeStatus.PENDING,
                     generation=generation,
                     created_at=now,
                     memory_mb=opts.get("memory_mb"),
@@ -253,7 +249,7 @@ def apply_plan(
             )
         state.create_nodes(new_records, pipe=pipe)
         for rec in pp.stop:
-            pipe.hset(naming.node_key(rec.node_id), "status", NodeStatus.STOPPING.value)
+            state.mark_stopping(rec.node_id, pipe)
             stops.setdefault(rec.agent_id, []).append(rec.node_id)
             events.emit(
                 EventType.STOP_REQUESTED,
@@ -273,7 +269,7 @@ def apply_plan(
             "retry_at": pp.retry_at,
             "updated_at": now,
         }
-        pipe.hset(naming.pool_status_key(), pp.pool, json.dumps(status))
+        state.set_pool_status(pp.pool, status, pipe=pipe)
         before = previous.get(pp.pool, {}).get("shortfall", 0)
         if pp.shortfall and pp.shortfall != before:
             events.emit(

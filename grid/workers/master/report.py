@@ -13,7 +13,7 @@ def agents_with_node_counts(state: GridState) -> list[AgentRecord]:
     """Agents with `node_count` taken from the node records now, not from the last beat."""
     counts: dict[str, int] = {}
     for node in state.nodes():
-        if node.status != NodeStatus.LOST.value:
+        if node.status != NodeStatus.LOST:
             counts[node.agent_id] = counts.get(node.agent_id, 0) + 1
     agents = state.agents()
     for agent in agents:
@@ -32,7 +32,7 @@ def status_report(state: GridState) -> dict[str, Any]:
     for n in node_records:
         node_counts[n.status] = node_counts.get(n.status, 0) + 1
     cluster, why = cluster_state(agent_records, desired, node_records)
-    info = state.r.hgetall(naming.leader_info_key())
+    info = state.leader_info()
     holder = state.lease_holder(naming.leader_key())
     return {
         "cluster": cluster,

@@ -25,8 +25,9 @@ from grid.core.celery_app import app
 from grid.core.events import EventLog, EventType
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
-from grid.core.state import GridState, owner_token
+from grid.core.state import AgentStatus, GridState, owner_token
 from grid.core.tasknames import TaskName
+from grid.workers.master.autoscaling import placement_rules, run_autoscaler
 from grid.workers.master.monitor import check_agents, update_cluster_state
 from grid.workers.master.reconciler import apply_plan, plan
 
@@ -111,7 +112,7 @@ class MasterRuntime:
                     self._elected()
                 elif not held and self.is_leader:
                     self._demoted()
-            except Exception:  # noqa: BLE001 - the election thread must survive a Redis blip
+            except Exception:  # the election thread must survive a Redis blip
                 log.exception(
                     "leadership change failed; retrying", extra={"master_id": self.master_id}
                 )
@@ -120,11 +121,8 @@ class MasterRuntime:
 
     def _elected(self) -> None:
         # Redis writes first: if they fail we are not leading yet and the next round retries
-        previous = self.state.r.hgetall(naming.leader_info_key())
-        self.state.r.hset(
-            naming.leader_info_key(),
-            mapping={"master_id": self.master_id, "since": time.time(), "http": self.web_url},
-        )
+        previous = self.state.leader_info()
+        self.state.set_leader_info(master_id=self.master_id, since=time.time(), http=self.web_url)
         self.events.emit(
             EventType.LEADER_ELECTED,
             f"master {self.master_id} is the leader",
@@ -218,7 +216,7 @@ class MasterRuntime:
         if not self._leading():
             return {"skipped": "not the leader"}
         changes = check_agents(self.state, self.events, self.settings, time.time())
-        if any(c.after == "offline" for c in changes):
+        if any(c.after == AgentStatus.OFFLINE for c in changes):
             self.reconcile("agent offline")
         cluster = update_cluster_state(self.state, self.events)
         return {"transitions": len(changes), "cluster": cluster}
@@ -226,13 +224,9 @@ class MasterRuntime:
     def autoscale_tick(self) -> dict[str, Any]:
         if not self._leading():
             return {"skipped": "not the leader"}
-        from grid.workers.master.autoscaling import run_autoscaler  # noqa: PLC0415 - optional heavy imports
-
-        return run_autoscaler(self)
+        return run_autoscaler(self.state, self.events, self.settings, self.reconcile)
 
     def _placement_rules(self) -> dict[str, Any]:
-        from grid.workers.master.autoscaling import placement_rules  # noqa: PLC0415
-
         return placement_rules(self.state.r)
 
 
