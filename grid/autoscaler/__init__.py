@@ -1,7 +1,8 @@
 """The autoscaler: policy schema, metrics store, strategies, decision engine, backtests.
 
 Modules: ``policy`` (YAML schema and validation), ``metrics`` (Redis metrics store),
-``strategies`` and ``predictive`` (pure votes), ``engine`` (merge, bounds, step limits,
+``votes`` (what a strategy returns), ``strategies`` (one module per strategy, found by name:
+pure votes), ``engine`` (merge, bounds, step limits,
 cooldowns -> Decision), ``service`` (applied policies, evaluation when due, decision log),
 ``backtest`` and ``hpa`` (simulated replays against the Kubernetes HPA baseline).
 

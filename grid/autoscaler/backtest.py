@@ -40,7 +40,7 @@ from grid.autoscaler.policy import (
     ThresholdCheck,
     load_policy_file,
 )
-from grid.autoscaler.strategies import ceil_safe
+from grid.autoscaler.votes import ceil_safe
 from grid.core.durations import parse_duration
 from grid.core.errors import ConfigError
 
@@ -313,10 +313,10 @@ def plot(
     reports: Sequence[BacktestReport], path: str | Path, target: float, title: str = ""
 ) -> None:
     """Load (in nodes' worth at target) against allocated nodes, one line per controller."""
-    import matplotlib  # noqa: PLC0415 - optional `plot` extra
+    import matplotlib  # noqa: PLC0415 - the optional `plot` extra, only for a PNG
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
     first = reports[0].timeline

@@ -1,7 +1,8 @@
 """The decision engine: votes -> merge -> bounds -> step limits -> cooldown -> Decision.
 
-1. Every check votes (strategies.py). A failing check abstains (`on_check_error: ignore`)
-   or makes the whole evaluation hold (`fail`). Shadow votes are recorded, never counted.
+1. Every check votes (its strategy, found by name in grid.autoscaler.strategies). A failing
+   check abstains (`on_check_error: ignore`) or makes the whole evaluation hold (`fail`).
+   Shadow votes are recorded, never counted.
 2. Merge: the safest vote wins, the one that keeps the most capacity (the largest desired
    size). A check that holds therefore vetoes scale-in: every check must agree to shrink.
    No counted vote: hold.
@@ -36,7 +37,8 @@ from grid.autoscaler.policy import (
     ScheduleCheck,
     step_amount,
 )
-from grid.autoscaler.strategies import CheckInput, StrategyCheck, Vote, error_vote, vote
+from grid.autoscaler.strategies import StrategyCheck, vote
+from grid.autoscaler.votes import CheckInput, Vote, error_vote
 from grid.core.durations import format_duration
 
 

@@ -5,7 +5,7 @@ controller's default `behavior`):
 
 * desiredReplicas = ceil[currentReplicas x (currentMetricValue / desiredMetricValue)],
   skipped while the ratio is within the tolerance (0.1) of 1.0; the replica base is the
-  pods that report metrics (ready pods) - :func:`strategies.proportional`, shared with the
+  pods that report metrics (ready pods) - :func:`votes.proportional`, shared with the
   target_value strategy;
 * scale-down stabilisation: the applied size is the largest recommendation of the last
   5 minutes; scale-up has no stabilisation window;
@@ -19,7 +19,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from grid.autoscaler.strategies import proportional
+from grid.autoscaler.votes import proportional
 
 
 @dataclass

@@ -40,9 +40,11 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -109,7 +111,6 @@ def step_amount(amount: int | str, current: int) -> int:
 # ---- checks --------------------------------------------------------------------------------
 
 Aggregation = Literal["avg", "max", "min", "sum", "p95"]
-STRATEGIES: tuple[str, ...] = ("threshold", "target_value", "schedule", "predictive")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -207,8 +208,6 @@ class TargetValueCheck(_MetricCheck):
 
 
 def _cron(value: Any) -> str:
-    from croniter import croniter  # noqa: PLC0415 - keep `import grid.autoscaler` cheap
-
     if not isinstance(value, str) or not croniter.is_valid(value):
         raise ValueError("must be a cron expression like '0 8 * * 1-5'")
     return value
@@ -247,8 +246,6 @@ class Period(_Model):
 
 
 def _timezone(value: Any) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
-
     if not isinstance(value, str):
         raise ValueError("must be a time zone name like Europe/Paris")
     try:
@@ -306,6 +303,12 @@ Check = Annotated[
     ThresholdCheck | TargetValueCheck | ScheduleCheck | PredictiveCheck,
     Field(discriminator="strategy"),
 ]
+CHECK_MODELS = get_args(get_args(Check)[0])
+# Strategy names, from each check model's `strategy: Literal[...]` (grid.autoscaler.strategies
+# maps each to its function).
+STRATEGIES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["strategy"].annotation)[0] for model in CHECK_MODELS
+)
 MetricChecks = (ThresholdCheck, TargetValueCheck, PredictiveCheck)
 
 # ---- the pool policy -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from grid.autoscaler.engine import (
 )
 from grid.autoscaler.metrics import MemoryMetrics, WindowStats, uniform_partial
 from grid.autoscaler.policy import PoolPolicy
-from grid.autoscaler.strategies import CheckInput
+from grid.autoscaler.votes import CheckInput
 
 NOW = 1_767_571_200.0
 

@@ -10,19 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import TypeAdapter
 
-from grid.autoscaler.policy import Check
-from grid.autoscaler.predictive import forecast, predictive, score_forecasts
-from grid.autoscaler.strategies import (
-    CheckInput,
-    Vote,
-    active_period,
-    ceil_safe,
-    proportional,
-    schedule,
-    target_value,
-    threshold,
-    vote,
-)
+from grid.autoscaler.policy import STRATEGIES, Check
+from grid.autoscaler.strategies import STRATEGIES as STRATEGY_TABLE
+from grid.autoscaler.strategies import vote
+from grid.autoscaler.strategies.predictive import forecast, predictive, score_forecasts
+from grid.autoscaler.strategies.schedule import active_period, schedule
+from grid.autoscaler.strategies.target_value import target_value
+from grid.autoscaler.strategies.threshold import threshold
+from grid.autoscaler.votes import CheckInput, Vote, ceil_safe, proportional
 
 CHECK: TypeAdapter[Any] = TypeAdapter(Check)
 
@@ -212,7 +207,7 @@ def test_schedule_follows_local_time_across_dst() -> None:
 def test_schedule_vote(
     local: str, current: int, action: str, desired: int | None, low: int | None, high: int | None
 ) -> None:
-    result = schedule(check(**OFFICE), current, at(local, "Europe/Paris"))
+    result = schedule(check(**OFFICE), CheckInput(), current, now=at(local, "Europe/Paris"))
     assert (result.action, result.desired, result.min, result.max) == (action, desired, low, high)
 
 
@@ -356,3 +351,8 @@ def test_vote_round_trips_through_a_dict() -> None:
     original = threshold(check(**CPU), CheckInput(value=90), 4)
     assert Vote.from_dict(original.to_dict()) == original
     assert "memory" not in original.to_dict()
+
+
+def test_every_strategy_of_the_schema_has_a_function() -> None:
+    assert set(STRATEGY_TABLE) == set(STRATEGIES)
+    assert STRATEGIES == ("threshold", "target_value", "schedule", "predictive")

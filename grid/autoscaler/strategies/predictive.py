@@ -6,7 +6,8 @@ is the size the pool will need. The model is a linear regression (scikit-learn) 
 recent minutes weighted more (half-life a quarter of `history`) so it follows a level shift
 within minutes; with `season:` it adds two Fourier harmonics of the season (a daily cycle)
 and weighs the whole history equally. Small, fast and stable. pandas and scikit-learn are
-imported inside the functions so importing the autoscaler stays cheap (the `predictive` extra).
+imported inside the functions that use them: they are the optional `predictive` extra (a
+pool without a forecast must run without them) and take about a second to import.
 
 The vote is the peak of the forecast over (now, now + horizon] plus `margin` standard
 deviations of the fit's residuals (headroom for the noise the trend cannot see), divided by
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grid.autoscaler.policy import PredictiveCheck
-from grid.autoscaler.strategies import (
+from grid.autoscaler.votes import (
     CheckInput,
     Vote,
     ceil_safe,
@@ -56,6 +57,7 @@ def forecast(
     margin: float = 0.0,
 ) -> Forecast:
     """Fit trend (+ season) on `series` and forecast up to `horizon` seconds after `now`."""
+    # Optional `predictive` extra, and about a second to import: loaded on the first forecast.
     import numpy as np  # noqa: PLC0415
     import pandas as pd  # noqa: PLC0415
     from sklearn.linear_model import LinearRegression  # noqa: PLC0415
@@ -81,7 +83,7 @@ def forecast(
 
 
 def _features(t: Any, season: float | None, resolution: float) -> Any:
-    import numpy as np  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415 - the optional `predictive` extra (see forecast)
 
     columns = [t]
     if season:
