@@ -174,7 +174,7 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
     """Stop one node. A node of a scaled pool is replaced: use `grid scale` to shrink."""
     state = ctx.state
     rec = known_node(state, node_id)
-    state.update_node(node_id, status=NodeStatus.STOPPING)
+    state.update_node(rec.agent_id, node_id, status=NodeStatus.STOPPING)
     EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
         EventType.STOP_REQUESTED,
         f"node {node_id} asked to stop",

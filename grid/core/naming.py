@@ -51,25 +51,58 @@ def new_node_id(pool: str) -> str:
 # ---- Redis keys -------------------------------------------------------------------------
 
 
-def agents_key() -> str:
-    return f"{PREFIX}:agents"
+# Keys of one agent and of the nodes placed on it share the agent's hash tag `{<agent id>}`:
+# one transaction or Lua script then touches one Redis Cluster slot, and an ACL key pattern
+# `grid:{<agent id>}:*` covers exactly what that agent may write.
+
+
+def agent_tag(agent_id: str) -> str:
+    return f"{PREFIX}:{{{agent_id}}}"
 
 
 def agent_key(agent_id: str) -> str:
-    return f"{PREFIX}:agent:{agent_id}"
+    return f"{agent_tag(agent_id)}:agent"
 
 
 def agent_lock_key(agent_id: str) -> str:
     """Held (with a TTL) by the live process that owns an agent id."""
-    return f"{PREFIX}:agent:{agent_id}:lock"
+    return f"{agent_tag(agent_id)}:lock"
 
 
-def nodes_key() -> str:
-    return f"{PREFIX}:nodes"
+def agent_nodes_key(agent_id: str) -> str:
+    """Hash node id -> "<generation>:<status>" of every node placed on the agent: the
+    per-agent index, written in the same script as each node record."""
+    return f"{agent_tag(agent_id)}:nodes"
 
 
-def node_key(node_id: str) -> str:
-    return f"{PREFIX}:node:{node_id}"
+def node_key(agent_id: str, node_id: str) -> str:
+    return f"{agent_tag(agent_id)}:node:{node_id}"
+
+
+def agents_key() -> str:
+    """Set of registered agent ids."""
+    return f"{PREFIX}:agents"
+
+
+def heartbeats_key() -> str:
+    """Sorted set agent id -> time of its last heartbeat: the health pass reads only the
+    stale end."""
+    return f"{PREFIX}:heartbeats"
+
+
+def unwell_agents_key() -> str:
+    """Set of agents whose status is not online (the health pass re-checks only these)."""
+    return f"{PREFIX}:unwell-agents"
+
+
+def node_agents_key() -> str:
+    """Hash node id -> agent id: the catalogue of every node record, for look-ups by id."""
+    return f"{PREFIX}:node-agents"
+
+
+def changes_key() -> str:
+    """Stream of (agent, node) ids whose records changed: feeds the master's in-memory view."""
+    return f"{PREFIX}:changes"
 
 
 def pools_key() -> str:

@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from importlib import resources
-from typing import Any, TypeVar, get_origin
+from typing import Any, Literal, TypeVar, cast, get_origin
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,8 +55,8 @@ class ClusterState(StrEnum):
 
 
 R = TypeVar("R", bound="Record")
-# node id -> (agent_id, generation, status) as stored; all None when the record is gone
-Placements = dict[str, tuple[str | None, str | None, str | None]]
+# an agent's index: node id -> (generation, status) as stored
+Placements = dict[str, tuple[str, str]]
 
 
 def encode_field(value: Any) -> str:
@@ -194,12 +196,49 @@ def _errors(exc: Exception) -> list[Any]:
     return [{"loc": (), "msg": str(exc)}]
 
 
+@dataclass(frozen=True)
+class HeartbeatReply:
+    """What one heartbeat found: `taken` (another process holds the agent id), `missing`
+    (Redis lost the agent's record: register again) or `ok` with the agent's own index."""
+
+    outcome: Literal["ok", "taken", "missing"]
+    placements: Placements = field(default_factory=dict)
+
+
+def _parse_index(flat: list[str]) -> Placements:
+    """HGETALL of an agent's node index -> {node id: (generation, status)}."""
+    out: Placements = {}
+    for node_id, entry in zip(flat[::2], flat[1::2], strict=True):
+        generation, _, status = str(entry).partition(":")
+        out[str(node_id)] = (generation, status)
+    return out
+
+
+def index_entry(rec: NodeRecord) -> str:
+    return f"{rec.generation}:{encode_field(rec.status)}"
+
+
 class GridState:
-    def __init__(self, client: Redis) -> None:
+    """Every read and write of Grid's records in Redis (keys from `grid.core.naming`).
+
+    Layout: an agent's record, its id lock, its node index and the records of the nodes placed
+    on it share the agent's hash tag, and each change of a node record and its index entry is
+    one Lua script, so nothing transactional crosses a Redis Cluster slot. Global keys (the
+    agent set, heartbeat times, the node catalogue, the change stream) are written beside it
+    in the same pipeline, not the same transaction: a crash between them leaves at worst a
+    stale catalogue entry, which readers tolerate and `check_index` reports.
+    """
+
+    def __init__(self, client: Redis, changes_maxlen: int = 100_000) -> None:
         self.r = client
+        self.changes_maxlen = changes_maxlen
         self._update = client.register_script(_lua("update_if_exists"))
         self._renew = client.register_script(_lua("renew_lease"))
         self._release = client.register_script(_lua("release_lease"))
+        self._put_node = client.register_script(_lua("put_node"))
+        self._update_node = client.register_script(_lua("update_node"))
+        self._delete_node = client.register_script(_lua("delete_node"))
+        self._heartbeat = client.register_script(_lua("heartbeat"))
 
     # ---- agents ---------------------------------------------------------------------
 
@@ -216,9 +255,13 @@ class GridState:
         raise ConflictError(f"agent id {agent_id!r} is held by a live agent ({holder})")
 
     def register_agent(self, record: AgentRecord) -> None:
-        pipe = self.r.pipeline()
+        pipe = self.pipeline()
+        pipe.delete(naming.agent_key(record.agent_id))
         pipe.hset(naming.agent_key(record.agent_id), mapping=record.to_hash())
         pipe.sadd(naming.agents_key(), record.agent_id)
+        pipe.zadd(naming.heartbeats_key(), {record.agent_id: record.last_heartbeat})
+        self._track_unwell(pipe, record.agent_id, record.status)
+        self._changed(pipe, record.agent_id)
         pipe.execute()
 
     def renew_agent_claim(self, agent_id: str, token: str, ttl: float) -> bool:
@@ -230,9 +273,12 @@ class GridState:
         return bool(self.r.set(key, token, nx=True, px=int(ttl * 1000)))
 
     def unregister_agent(self, agent_id: str, token: str) -> None:
-        pipe = self.r.pipeline()
+        pipe = self.pipeline()
         pipe.delete(naming.agent_key(agent_id))
         pipe.srem(naming.agents_key(), agent_id)
+        pipe.zrem(naming.heartbeats_key(), agent_id)
+        pipe.srem(naming.unwell_agents_key(), agent_id)
+        self._changed(pipe, agent_id)
         pipe.execute()
         self._release(keys=[naming.agent_lock_key(agent_id)], args=[token])
 
@@ -240,15 +286,66 @@ class GridState:
         return bool(self.r.exists(naming.agent_key(agent_id)))
 
     def update_agent(self, agent_id: str, **values: Any) -> bool:
-        return self._update_hash(naming.agent_key(agent_id), values)
+        pipe = self.pipeline()
+        self._update(keys=[naming.agent_key(agent_id)], args=_flat(values), client=pipe)
+        if "status" in values:
+            self._track_unwell(pipe, agent_id, values["status"])
+        self._changed(pipe, agent_id)
+        return bool(pipe.execute()[0])
 
     def agent(self, agent_id: str) -> AgentRecord | None:
         key = naming.agent_key(agent_id)
         return decode_record(AgentRecord, key, self.r.hgetall(key))
 
-    def agents(self) -> list[AgentRecord]:
-        ids = sorted(self.r.smembers(naming.agents_key()))
-        return [r for r in self._load_many(ids, naming.agent_key, AgentRecord) if r]
+    def agents(self, ids: list[str] | None = None) -> list[AgentRecord]:
+        """All registered agents, or those of `ids`, by id."""
+        wanted = sorted(self.r.smembers(naming.agents_key()) if ids is None else ids)
+        return [r for r in self._load_many([naming.agent_key(a) for a in wanted], AgentRecord) if r]
+
+    def heartbeat(
+        self,
+        agent_id: str,
+        token: str,
+        ttl: float,
+        now: float,
+        publish: Callable[[Any], None] | None = None,
+        **fields: Any,
+    ) -> HeartbeatReply:
+        """Renew the claim, update the record and read this agent's own node index, with the
+        heartbeat time (and `publish`'s live event, if given) in the same round trip."""
+        pipe = self.pipeline()
+        keys = [
+            naming.agent_lock_key(agent_id),
+            naming.agent_key(agent_id),
+            naming.agent_nodes_key(agent_id),
+        ]
+        args = [token, int(ttl * 1000), *_flat({"last_heartbeat": now, **fields})]
+        self._heartbeat(keys=keys, args=args, client=pipe)
+        pipe.zadd(naming.heartbeats_key(), {agent_id: now})
+        if publish is not None:
+            publish(pipe)
+        reply = pipe.execute()[0]
+        code = int(reply[0])
+        if code == -1:
+            return HeartbeatReply("taken")
+        if code == 0:
+            return HeartbeatReply("missing")
+        return HeartbeatReply("ok", _parse_index(reply[1:]))
+
+    def heartbeat_times(
+        self, before: float | None = None, ids: list[str] | None = None
+    ) -> dict[str, float]:
+        """Last heartbeat of the agents that beat before `before`, or of `ids`."""
+        key = naming.heartbeats_key()
+        if ids is not None:
+            scores = cast(Any, self.r).zmscore(key, ids) if ids else []
+            return {a: float(s) for a, s in zip(ids, scores, strict=True) if s is not None}
+        rows = self.r.zrangebyscore(key, "-inf", f"({before}", withscores=True)
+        return {str(a): float(s) for a, s in rows}
+
+    def unwell_agents(self) -> set[str]:
+        """Agents last marked degraded or offline."""
+        return set(self.r.smembers(naming.unwell_agents_key()))
 
     # ---- nodes ----------------------------------------------------------------------
 
@@ -261,55 +358,108 @@ class GridState:
             return 0
         return int(self.r.incrby(naming.generation_key(), count)) - count
 
-    def mark_stopping(self, node_id: str, pipe: Any) -> None:
-        """Within a pipeline: the master asked the node to stop."""
-        pipe.hset(naming.node_key(node_id), "status", NodeStatus.STOPPING.value)
-
-    def placements(self, extra_ids: set[str]) -> Placements:
-        """(agent_id, generation, status) of every node record and of `extra_ids` (whose record
-        may be gone: None fields), in one pipelined read."""
-        ids = sorted(set(self.r.smembers(naming.nodes_key())) | extra_ids)
-        pipe = self.r.pipeline(transaction=False)
-        for nid in ids:
-            pipe.hmget(naming.node_key(nid), ["agent_id", "generation", "status"])
-        rows = pipe.execute()
-        return {nid: (row[0], row[1], row[2]) for nid, row in zip(ids, rows, strict=True)}
-
     def create_nodes(self, records: list[NodeRecord], pipe: Any = None) -> None:
-        target = pipe if pipe is not None else self.r.pipeline()
+        target = pipe if pipe is not None else self.pipeline()
         for rec in records:
-            target.hset(naming.node_key(rec.node_id), mapping=rec.to_hash())
-            target.sadd(naming.nodes_key(), rec.node_id)
+            self._put_node(
+                keys=_node_keys(rec.agent_id, rec.node_id),
+                args=[rec.node_id, index_entry(rec), *_flat_hash(rec.to_hash())],
+                client=target,
+            )
+            target.hset(naming.node_agents_key(), rec.node_id, rec.agent_id)
+            self._changed(target, rec.agent_id, rec.node_id)
         if pipe is None:
             target.execute()
 
-    def update_node(self, node_id: str, **values: Any) -> bool:
+    def update_node(self, agent_id: str, node_id: str, **values: Any) -> bool:
         """Set fields of an existing node record; False (and no write) if it is gone."""
-        return self._update_hash(naming.node_key(node_id), values)
+        pipe = self.pipeline()
+        self._update_node(
+            keys=_node_keys(agent_id, node_id), args=[node_id, *_flat(values)], client=pipe
+        )
+        self._changed(pipe, agent_id, node_id)
+        return bool(pipe.execute()[0])
 
-    def delete_node(self, node_id: str, pipe: Any = None) -> None:
-        target = pipe if pipe is not None else self.r.pipeline()
-        target.delete(naming.node_key(node_id))
-        target.srem(naming.nodes_key(), node_id)
+    def set_node_status(
+        self, agent_id: str, node_ids: list[str], status: NodeStatus, pipe: Any = None
+    ) -> None:
+        """Set the status of several nodes of one agent (in `pipe`, or at once)."""
+        target = pipe if pipe is not None else self.pipeline()
+        for node_id in node_ids:
+            self._update_node(
+                keys=_node_keys(agent_id, node_id),
+                args=[node_id, "status", encode_field(status)],
+                client=target,
+            )
+            self._changed(target, agent_id, node_id)
         if pipe is None:
             target.execute()
 
-    def node(self, node_id: str) -> NodeRecord | None:
-        key = naming.node_key(node_id)
+    def delete_node(self, agent_id: str, node_id: str, pipe: Any = None) -> None:
+        target = pipe if pipe is not None else self.pipeline()
+        self._delete_node(keys=_node_keys(agent_id, node_id), args=[node_id], client=target)
+        target.hdel(naming.node_agents_key(), node_id)
+        self._changed(target, agent_id, node_id)
+        if pipe is None:
+            target.execute()
+
+    def node_agent(self, node_id: str) -> str | None:
+        """Which agent a node is placed on, from the catalogue."""
+        value = self.r.hget(naming.node_agents_key(), node_id)
+        return str(value) if value is not None else None
+
+    def node(self, node_id: str, agent_id: str | None = None) -> NodeRecord | None:
+        """A node's record; `agent_id` (when the caller knows it) saves a catalogue read."""
+        owner = agent_id if agent_id is not None else self.node_agent(node_id)
+        if owner is None:
+            return None
+        key = naming.node_key(owner, node_id)
         return decode_record(NodeRecord, key, self.r.hgetall(key))
 
+    def agent_placements(self, agent_id: str) -> Placements:
+        """The agent's own index: {node id: (generation, status)}."""
+        return _parse_index(_flat_hash(self.r.hgetall(naming.agent_nodes_key(agent_id))))
+
     def nodes(self, pool: str | None = None, agent_id: str | None = None) -> list[NodeRecord]:
-        ids = sorted(self.r.smembers(naming.nodes_key()))
-        out = []
-        for rec in self._load_many(ids, naming.node_key, NodeRecord):
+        """Node records, by id; with `agent_id` only that agent's (read from its index)."""
+        if agent_id is not None:
+            keys = [naming.node_key(agent_id, n) for n in sorted(self.agent_placements(agent_id))]
+        else:
+            owners = self.r.hgetall(naming.node_agents_key())
+            keys = [naming.node_key(owners[n], n) for n in sorted(owners)]
+        records = (r for r in self._load_many(keys, NodeRecord) if r is not None)
+        return [r for r in records if pool is None or r.pool == pool]
+
+    def check_index(self) -> list[str]:
+        """Every disagreement between node records, agent indexes and the catalogue (empty
+        when consistent). Reads everything: for tests and `grid doctor`, not for passes."""
+        problems: list[str] = []
+        records: dict[str, NodeRecord] = {}
+        for key in self.r.scan_iter(match=f"{naming.PREFIX}:{{*}}:node:*", count=1000):
+            rec = decode_record(NodeRecord, key, self.r.hgetall(key))
             if rec is None:
-                continue
-            if pool is not None and rec.pool != pool:
-                continue
-            if agent_id is not None and rec.agent_id != agent_id:
-                continue
-            out.append(rec)
-        return out
+                problems.append(f"{key}: unreadable record")
+            elif key != naming.node_key(rec.agent_id, rec.node_id):
+                problems.append(f"{key}: record says agent {rec.agent_id}, node {rec.node_id}")
+            else:
+                records[rec.node_id] = rec
+        indexed: dict[str, tuple[str, str, str]] = {}
+        for key in self.r.scan_iter(match=f"{naming.PREFIX}:{{*}}:nodes", count=1000):
+            agent_id = key[len(naming.PREFIX) + 2 : -len("}:nodes")]
+            for node_id, (generation, status) in self.agent_placements(agent_id).items():
+                indexed[node_id] = (agent_id, generation, status)
+        catalogue = self.r.hgetall(naming.node_agents_key())
+        for node_id, rec in records.items():
+            want = (rec.agent_id, str(rec.generation), encode_field(rec.status))
+            if indexed.get(node_id) != want:
+                problems.append(f"node {node_id}: index {indexed.get(node_id)} != record {want}")
+            if catalogue.get(node_id) != rec.agent_id:
+                problems.append(f"node {node_id}: catalogue {catalogue.get(node_id)!r}")
+        for node_id in set(indexed) - set(records):
+            problems.append(f"node {node_id}: indexed on {indexed[node_id][0]} with no record")
+        for node_id in set(catalogue) - set(records):
+            problems.append(f"node {node_id}: in the catalogue with no record")
+        return problems
 
     # ---- pools ----------------------------------------------------------------------
 
@@ -367,18 +517,44 @@ class GridState:
 
     # ---- helpers --------------------------------------------------------------------
 
-    def _update_hash(self, key: str, values: dict[str, Any]) -> bool:
-        if not values:
-            return bool(self.r.exists(key))
-        flat: list[str] = []
-        for k, v in values.items():
-            flat += [k, encode_field(v)]
-        return bool(self._update(keys=[key], args=flat))
+    def _changed(self, pipe: Any, agent_id: str, node_id: str = "") -> None:
+        """Note in the change stream that a record of this agent (or node) changed."""
+        pipe.xadd(
+            naming.changes_key(),
+            {"a": agent_id, "n": node_id},
+            maxlen=self.changes_maxlen,
+            approximate=True,
+        )
 
-    def _load_many(self, ids: list[str], key_fn: Any, cls: type[R]) -> list[R | None]:
-        if not ids:
+    @staticmethod
+    def _track_unwell(pipe: Any, agent_id: str, status: Any) -> None:
+        if encode_field(status) == AgentStatus.ONLINE.value:
+            pipe.srem(naming.unwell_agents_key(), agent_id)
+        else:
+            pipe.sadd(naming.unwell_agents_key(), agent_id)
+
+    def _load_many(self, keys: list[str], cls: type[R]) -> list[R | None]:
+        if not keys:
             return []
-        pipe = self.r.pipeline(transaction=False)
-        for item in ids:
-            pipe.hgetall(key_fn(item))
-        return [decode_record(cls, key_fn(i), d) for i, d in zip(ids, pipe.execute(), strict=True)]
+        pipe = self.pipeline()
+        for key in keys:
+            pipe.hgetall(key)
+        return [decode_record(cls, k, d) for k, d in zip(keys, pipe.execute(), strict=True)]
+
+
+def _node_keys(agent_id: str, node_id: str) -> list[str]:
+    return [naming.node_key(agent_id, node_id), naming.agent_nodes_key(agent_id)]
+
+
+def _flat(values: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in values.items():
+        out += [key, encode_field(value)]
+    return out
+
+
+def _flat_hash(mapping: Mapping[Any, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in mapping.items():
+        out += [str(key), str(value)]
+    return out

@@ -14,5 +14,7 @@ class TaskName(StrEnum):
     # consumed by one agent on naming.agent_queue(agent_id)
     SPAWN_NODE = "grid.spawn_node"
     STOP_NODE = "grid.stop_node"
+    SPAWN_NODES = "grid.spawn_nodes"  # the master's batch: every node it placed on the agent
+    STOP_NODES = "grid.stop_nodes"
     NODE_LOGS = "grid.node_logs"
     PING_AGENT = "grid.ping_agent"

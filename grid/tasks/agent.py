@@ -29,6 +29,17 @@ def stop_node(node_id: str) -> dict[str, Any]:
     return current_agent().stop(node_id)
 
 
+@app.task(name=TaskName.SPAWN_NODES, **RETRY_WHILE_UNAVAILABLE)
+def spawn_nodes(node_ids: list[str]) -> dict[str, Any]:
+    """One message per agent per reconcile pass; each node is still idempotent by id."""
+    return current_agent().spawn_many(node_ids)
+
+
+@app.task(name=TaskName.STOP_NODES, **RETRY_WHILE_UNAVAILABLE)
+def stop_nodes(node_ids: list[str]) -> dict[str, Any]:
+    return current_agent().stop_many(node_ids)
+
+
 @app.task(name=TaskName.NODE_LOGS, ignore_result=False)
 def node_logs(node_id: str, lines: int = 100) -> str:
     return current_agent().logs(node_id, lines)

@@ -5,7 +5,8 @@
 - every pool runs exactly its desired number of nodes (all its records `running`);
 - no node id runs twice (one top-level node process per node id);
 - no node process that no record owns, and no running record without its process;
-- no desired state was lost (Redis still holds the sizes the test asked for).
+- no desired state was lost (Redis still holds the sizes the test asked for);
+- the per-agent node indexes and the node catalogue agree with the node records.
 
 Also used by `bench/chaos.py`, so nothing here may depend on pytest fixtures.
 """
@@ -221,6 +222,7 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
     for n in nodes:
         if n.status == "running" and n.pid not in live:
             problems.append(f"record {n.node_id} says running as pid {n.pid}, no such node process")
+    problems += [f"index: {problem}" for problem in grid.state.check_index()]
     return problems
 
 

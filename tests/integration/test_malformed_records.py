@@ -17,8 +17,10 @@ from tests.helpers import wait_for
 
 
 def plant_bad_records(grid: LocalGrid) -> None:
-    grid.client.hset(naming.node_key("bogus"), mapping={"node_id": "bogus", "port": "abc"})
-    grid.client.sadd(naming.nodes_key(), "bogus")
+    bogus = naming.node_key("agent-1", "bogus")
+    grid.client.hset(bogus, mapping={"node_id": "bogus", "agent_id": "agent-1", "port": "abc"})
+    grid.client.hset(naming.agent_nodes_key("agent-1"), "bogus", "0:running")
+    grid.client.hset(naming.node_agents_key(), "bogus", "agent-1")
     grid.client.hset(naming.agent_key("rogue"), mapping={"agent_id": "rogue", "max_nodes": "x"})
     grid.client.sadd(naming.agents_key(), "rogue")
 
@@ -38,7 +40,7 @@ def test_readers_skip_a_malformed_record(local_grid: LocalGrid) -> None:
     assert listed.returncode == 0, listed.stderr
     assert {n["node_id"] for n in json.loads(listed.stdout)} == good
     assert "Traceback" not in listed.stderr
-    assert naming.node_key("bogus") in listed.stderr
+    assert naming.node_key("agent-1", "bogus") in listed.stderr
     agents = local_grid.cli("agents", "--json")
     assert agents.returncode == 0, agents.stderr
     assert [a["agent_id"] for a in json.loads(agents.stdout)] == ["agent-1"]

@@ -17,10 +17,14 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.agent_worker_name, ("agent-1", "host"), "agent.agent-1@host"),
     (naming.master_worker_name, ("m1", "host"), "master.m1@host"),
     (naming.agents_key, (), "grid:agents"),
-    (naming.agent_key, ("agent-1",), "grid:agent:agent-1"),
-    (naming.agent_lock_key, ("agent-1",), "grid:agent:agent-1:lock"),
-    (naming.nodes_key, (), "grid:nodes"),
-    (naming.node_key, ("default-0a1b2c3d",), "grid:node:default-0a1b2c3d"),
+    (naming.agent_key, ("agent-1",), "grid:{agent-1}:agent"),
+    (naming.agent_lock_key, ("agent-1",), "grid:{agent-1}:lock"),
+    (naming.agent_nodes_key, ("agent-1",), "grid:{agent-1}:nodes"),
+    (naming.node_key, ("agent-1", "default-0a1b2c3d"), "grid:{agent-1}:node:default-0a1b2c3d"),
+    (naming.heartbeats_key, (), "grid:heartbeats"),
+    (naming.unwell_agents_key, (), "grid:unwell-agents"),
+    (naming.node_agents_key, (), "grid:node-agents"),
+    (naming.changes_key, (), "grid:changes"),
     (naming.pools_key, (), "grid:pools"),
     (naming.pool_status_key, (), "grid:pool-status"),
     (naming.events_key, (), "grid:events"),
@@ -75,7 +79,8 @@ def test_keys_never_collide(metric: str) -> None:
         keys += [
             naming.agent_key(x),
             naming.agent_lock_key(x),
-            naming.node_key(x),
+            naming.agent_nodes_key(x),
+            naming.node_key(x, x),
             naming.policy_state_key(x),
             naming.decisions_key(x),
             naming.pool_metrics_key(x, metric),
@@ -117,3 +122,16 @@ def test_node_labels() -> None:
         "grid.agent_id": "agent-1",
         "grid.pool": "web",
     }
+
+
+def test_an_agent_and_its_nodes_share_one_cluster_hash_tag() -> None:
+    """Every key one Lua script touches is in one Redis Cluster slot: the agent's tag."""
+    keys = [
+        naming.agent_key("a1"),
+        naming.agent_lock_key("a1"),
+        naming.agent_nodes_key("a1"),
+        naming.node_key("a1", "default-1"),
+    ]
+    tags = {key[key.index("{") + 1 : key.index("}")] for key in keys}
+    assert tags == {"a1"}
+    assert all(key.startswith("grid:{a1}:") for key in keys)  # one ACL pattern covers them

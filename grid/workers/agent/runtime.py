@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,7 @@ class AgentRuntime:
     def spawn(self, node_id: str) -> dict[str, Any]:
         """Start a node placed on this agent. Idempotent: a second delivery is a no-op."""
         with self._node_locks[node_id]:
-            rec = self.state.node(node_id)
+            rec = self.state.node(node_id, self.agent_id)
             if rec is None or rec.agent_id != self.agent_id:
                 return {"result": "ignored", "reason": "not placed on this agent"}
             if rec.status in (NodeStatus.STOPPING, NodeStatus.LOST):
@@ -254,7 +255,7 @@ class AgentRuntime:
                 local.crashes = prev.crashes
             self.nodes[node_id] = local
         if not self.state.update_node(
-            node_id, status=NodeStatus.STARTING, error="", started_at=time.time()
+            self.agent_id, node_id, status=NodeStatus.STARTING, error="", started_at=time.time()
         ):
             self._forget(node_id)
             return {"result": "ignored", "reason": "record removed"}
@@ -287,7 +288,7 @@ class AgentRuntime:
         if restart:
             rec.restart_count += 1
             fields["restart_count"] = rec.restart_count
-        if not self.state.update_node(node_id, **fields):
+        if not self.state.update_node(self.agent_id, node_id, **fields):
             # Removed while starting (scaled down or fenced): do not leave it running.
             self.stop(node_id)
             return {"result": "ignored", "reason": "record removed while starting"}
@@ -306,7 +307,9 @@ class AgentRuntime:
 
     def _spawn_failed(self, rec: NodeRecord, error: str) -> dict[str, Any]:
         self._forget(rec.node_id)
-        self.state.update_node(rec.node_id, status=NodeStatus.FAILED, error=error[:500])
+        self.state.update_node(
+            self.agent_id, rec.node_id, status=NodeStatus.FAILED, error=error[:500]
+        )
         self._node_event(
             EventType.SPAWN_FAILED,
             f"node {rec.node_id} failed to start: {error}",
@@ -319,6 +322,20 @@ class AgentRuntime:
         )
         return {"result": "failed", "error": error}
 
+    def spawn_many(self, node_ids: list[str]) -> dict[str, Any]:
+        """Start a batch of nodes side by side; each is idempotent like `spawn`."""
+        return self._each(self.spawn, node_ids)
+
+    def stop_many(self, node_ids: list[str]) -> dict[str, Any]:
+        return self._each(self.stop, node_ids)
+
+    @staticmethod
+    def _each(action: Callable[[str], dict[str, Any]], node_ids: list[str]) -> dict[str, Any]:
+        if len(node_ids) == 1:
+            return {node_ids[0]: action(node_ids[0])}
+        with ThreadPoolExecutor(max_workers=min(16, len(node_ids))) as pool:
+            return dict(zip(node_ids, pool.map(action, node_ids), strict=True))
+
     def stop(self, node_id: str) -> dict[str, Any]:
         """Stop a node and remove its record. Idempotent: unknown nodes succeed."""
         with self._node_locks[node_id]:
@@ -328,7 +345,7 @@ class AgentRuntime:
                     local.phase = NodeStatus.STOPPING
                     if local.restart_timer is not None:
                         local.restart_timer.cancel()
-            rec = self.state.node(node_id)
+            rec = self.state.node(node_id, self.agent_id)
             pool = rec.pool if rec else (local.record.pool if local else "")
             try:
                 self.platform.stop(node_id, grace=self.settings.stop_grace)
@@ -339,7 +356,7 @@ class AgentRuntime:
                 raise
             self._forget(node_id)
             if rec is not None and rec.agent_id == self.agent_id:
-                self.state.delete_node(node_id)
+                self.state.delete_node(self.agent_id, node_id)
             if local is not None or rec is not None:
                 self._node_event(EventType.STOP_SUCCEEDED, f"node {node_id} stopped", node_id, pool)
             return {"result": "stopped"}
@@ -381,7 +398,9 @@ class AgentRuntime:
             self.settings.restart_backoff_base * 2 ** (crashes - 1),
             self.settings.restart_backoff_max,
         )
-        self.state.update_node(node_id, status=NodeStatus.RESTARTING, error=status.detail)
+        self.state.update_node(
+            self.agent_id, node_id, status=NodeStatus.RESTARTING, error=status.detail
+        )
         timer = threading.Timer(delay, self._restart, args=(node_id,))
         timer.daemon = True
         local.restart_timer = timer
@@ -393,6 +412,7 @@ class AgentRuntime:
         with contextlib.suppress(PlatformError):
             self.platform.stop(node_id, grace=0)
         self.state.update_node(
+            self.agent_id,
             node_id,
             status=NodeStatus.FAILED,
             error=f"crashed {crashes} times in {self.settings.crash_window:.0f}s",
@@ -411,7 +431,7 @@ class AgentRuntime:
             local = self.nodes.get(node_id)
             if local is None or local.phase != NodeStatus.RESTARTING or self._stopping.is_set():
                 return
-            rec = self.state.node(node_id)
+            rec = self.state.node(node_id, self.agent_id)
             if rec is None or rec.agent_id != self.agent_id:
                 self._forget(node_id)
                 return
@@ -460,16 +480,9 @@ class AgentRuntime:
             if node_id in running:
                 continue
             if rec.status == NodeStatus.STOPPING:
-                self.state.delete_node(node_id)
+                self.state.delete_node(self.agent_id, node_id)
             elif rec.active:
                 threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
-
-    def _read_placements(self) -> Placements:
-        """(agent_id, generation, status) of every node record and of every local node (whose
-        record may be gone), in one pipelined read: what both per-beat checks look at."""
-        with self._nodes_lock:
-            local = set(self.nodes)
-        return self.state.placements(local)
 
     def _pick_up_lost_tasks(self, placements: Placements) -> None:
         """Spawn or stop this agent's records whose task never came (checked every beat).
@@ -481,8 +494,8 @@ class AgentRuntime:
         """
         now = time.monotonic()
         waiting: dict[str, float] = {}
-        for nid, (agent_id, _, status) in placements.items():
-            if agent_id != self.agent_id or status not in (NodeStatus.PENDING, NodeStatus.STOPPING):
+        for nid, (_, status) in placements.items():
+            if status not in (NodeStatus.PENDING, NodeStatus.STOPPING):
                 continue
             lock = self._node_locks[nid]
             if not lock.acquire(blocking=False):
@@ -523,7 +536,9 @@ class AgentRuntime:
         )
 
     def _fence_stale(self, placements: Placements) -> None:
-        """Stop local nodes whose record no longer places them here (checked every beat)."""
+        """Stop local nodes whose record no longer places them here (checked every beat):
+        `placements` is this agent's own index, so a node missing from it was removed or
+        replaced, and its record is read to be sure before fencing."""
         with self._nodes_lock:
             local = {
                 nid: n
@@ -531,39 +546,47 @@ class AgentRuntime:
                 if n.phase in (NodeStatus.RUNNING, NodeStatus.RESTARTING)
             }
         for nid, node in local.items():
-            agent_id, generation, status = placements.get(nid, (None, None, None))
-            if (
-                agent_id == self.agent_id
-                and status not in ("lost", "failed")
-                and (generation == str(node.record.generation))
+            generation, status = placements.get(nid, (None, None))
+            if status not in (None, NodeStatus.LOST, NodeStatus.FAILED) and generation == str(
+                node.record.generation
             ):
                 continue
             with self._node_locks[nid]:
-                rec = self.state.node(nid)
+                rec = self.state.node(nid, self.agent_id)
                 if not self._owns(rec, node.record.generation):
                     self._fence(nid, rec)
 
     # ---- heartbeat ------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        if not self.state.renew_agent_claim(self.agent_id, self.token, self.settings.offline_after):
-            log.error("agent id taken over by another process", extra={"agent_id": self.agent_id})
-            return
-        if not self.state.agent_exists(self.agent_id):
-            self.register()  # Redis lost our record (restart without persistence)
+        """One round trip to Redis, reading only this agent's own node index: the cost of a
+        beat does not grow with the size of the grid."""
         with self._nodes_lock:
             count = len(self.nodes)
-        self.state.update_agent(
+
+        def publish(pipe: Any) -> None:
+            self.events.emit(
+                EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count, pipe=pipe
+            )
+
+        reply = self.state.heartbeat(
             self.agent_id,
-            last_heartbeat=time.time(),
+            self.token,
+            self.settings.offline_after,
+            time.time(),
+            publish,
             node_count=count,
             cpu_percent=psutil.cpu_percent(None),
             memory_percent=psutil.virtual_memory().percent,
         )
-        self.events.emit(EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count)
-        placements = self._read_placements()
-        self._fence_stale(placements)
-        self._pick_up_lost_tasks(placements)
+        if reply.outcome == "taken":
+            log.error("agent id taken over by another process", extra={"agent_id": self.agent_id})
+            return
+        if reply.outcome == "missing":
+            self.register()  # Redis lost our record (restart without persistence)
+            return
+        self._fence_stale(reply.placements)
+        self._pick_up_lost_tasks(reply.placements)
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(self.settings.heartbeat_interval):

@@ -40,10 +40,19 @@ def agent_status_for(silence: float, settings: Settings) -> AgentStatus:
 def check_agents(
     state: GridState, events: EventLog, settings: Settings, now: float
 ) -> list[Transition]:
-    """Move agents between online/degraded/offline; mark an offline agent's nodes lost."""
+    """Move agents between online/degraded/offline; mark an offline agent's nodes lost.
+
+    Incremental: only agents whose last heartbeat is older than `degraded_after` (the stale
+    end of the heartbeat sorted set) and agents already marked unwell are read, so a pass
+    over a healthy grid costs two small reads whatever its size.
+    """
     changes = []
-    for agent in state.agents():
-        silence = max(0.0, now - agent.last_heartbeat)
+    beats = state.heartbeat_times(before=now - settings.degraded_after)
+    recovering = sorted(state.unwell_agents() - set(beats))
+    beats.update(state.heartbeat_times(ids=recovering))
+    for agent in state.agents(sorted(set(beats) | set(recovering))):
+        last = beats.get(agent.agent_id, agent.last_heartbeat)
+        silence = max(0.0, now - last)
         after = agent_status_for(silence, settings).value
         if after == agent.status:
             continue
@@ -61,7 +70,7 @@ def check_agents(
             continue
         if agent.status == AgentStatus.ONLINE:
             # the last beat we heard marks the start of the outage
-            state.update_agent(agent.agent_id, down_since=agent.last_heartbeat)
+            state.update_agent(agent.agent_id, down_since=last)
         kind = EventType.AGENT_OFFLINE if after == AgentStatus.OFFLINE else EventType.AGENT_DEGRADED
         events.emit(
             kind,
@@ -78,11 +87,11 @@ def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -
     count = 0
     for node in nodes:
         if node.status == NodeStatus.STOPPING:
-            state.delete_node(node.node_id)  # was going away anyway
+            state.delete_node(node.agent_id, node.node_id)  # was going away anyway
             continue
         if not node.active:
             continue
-        state.update_node(node.node_id, status=NodeStatus.LOST)
+        state.update_node(node.agent_id, node.node_id, status=NodeStatus.LOST)
         events.emit(
             EventType.NODE_LOST,
             f"node {node.node_id} lost with its agent {node.agent_id}",

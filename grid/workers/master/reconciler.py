@@ -207,7 +207,7 @@ def apply_plan(
     now = time.time() if now is None else now
     pipe = state.pipeline()
     for rec in result.remove:
-        state.delete_node(rec.node_id, pipe=pipe)
+        state.delete_node(rec.agent_id, rec.node_id, pipe=pipe)
     for node_id in result.timed_out:
         events.emit(
             EventType.SPAWN_FAILED,
@@ -249,7 +249,7 @@ def apply_plan(
             )
         state.create_nodes(new_records, pipe=pipe)
         for rec in pp.stop:
-            state.mark_stopping(rec.node_id, pipe)
+            state.set_node_status(rec.agent_id, [rec.node_id], NodeStatus.STOPPING, pipe)
             stops.setdefault(rec.agent_id, []).append(rec.node_id)
             events.emit(
                 EventType.STOP_REQUESTED,

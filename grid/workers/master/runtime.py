@@ -48,20 +48,27 @@ def set_current_master(runtime: MasterRuntime | None) -> None:
 
 
 class CeleryDispatcher:
-    """Sends agent tasks to each agent's own queue, reusing one producer per batch."""
+    """Sends one batch task per agent and action to the agent's own queue, with no result
+    subscription (results are never read): a few Redis commands per agent, not per node."""
 
     def spawn(self, agent_id: str, node_ids: Sequence[str]) -> None:
-        self._send(TaskName.SPAWN_NODE, agent_id, node_ids)
+        self._send(TaskName.SPAWN_NODES, agent_id, node_ids)
 
     def stop(self, agent_id: str, node_ids: Sequence[str]) -> None:
-        self._send(TaskName.STOP_NODE, agent_id, node_ids)
+        self._send(TaskName.STOP_NODES, agent_id, node_ids)
 
     @staticmethod
     def _send(task: str, agent_id: str, node_ids: Sequence[str]) -> None:
-        queue = naming.agent_queue(agent_id)
+        if not node_ids:
+            return
         with app.producer_or_acquire() as producer:
-            for node_id in node_ids:
-                app.send_task(task, args=[node_id], queue=queue, producer=producer)
+            app.send_task(
+                task,
+                args=[list(node_ids)],
+                queue=naming.agent_queue(agent_id),
+                producer=producer,
+                ignore_result=True,
+            )
 
 
 def master_id_default() -> str:
