@@ -309,13 +309,14 @@ class NspawnContainer(SystemdContainer):
     boundary: ClassVar[str] = "nsenter -t INIT -a"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     console: IO[bytes] | None = field(default=None, repr=False)
+    own_cgroups: list[Path] = field(default_factory=list)
 
     @property
     def console_path(self) -> Path:
         return self.root / "console.log"
 
-    def cgroups(self) -> list[Path]:
-        """This container's own cgroup in each hierarchy systemd uses, under the caller's."""
+    def new_cgroups(self) -> list[Path]:
+        """A cgroup for this container in each hierarchy systemd uses, under the caller's."""
         v2 = UNIFIED if (UNIFIED / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
         mounts = {"name=systemd": Path("/sys/fs/cgroup/systemd"), "": v2}
         found = []
@@ -342,10 +343,10 @@ class NspawnContainer(SystemdContainer):
         ]  # fmt: skip
 
     def launch(self) -> None:
-        cgroups = self.cgroups()
-        for cgroup in cgroups:
+        for cgroup in self.new_cgroups():
             cgroup.mkdir()
-        moves = [f'echo $$ > "{cgroup}/cgroup.procs"' for cgroup in cgroups]
+            self.own_cgroups.append(cgroup)
+        moves = [f'echo $$ > "{cgroup}/cgroup.procs"' for cgroup in self.own_cgroups]
         script = " && ".join([*moves, 'exec "$@"'])
         self.console = self.console_path.open("wb")
         self.process = subprocess.Popen(
@@ -389,7 +390,7 @@ class NspawnContainer(SystemdContainer):
 
     def shutdown(self) -> None:
         """SIGTERM makes nspawn halt the container (SIGRTMIN+3 to its systemd); past 20 s,
-        killing PID 1 ends every process of its pid namespace."""
+        killing PID 1 ends every process of its pid namespace (nspawn itself if none yet)."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -397,18 +398,18 @@ class NspawnContainer(SystemdContainer):
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.init_pid, signal.SIGKILL)
+                    os.kill(self.init_pid or self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=20)
         if self.console is not None:
             self.console.close()
-        for cgroup in self.cgroups():
+        for cgroup in reversed(self.own_cgroups):
             _remove_cgroup(cgroup)
 
     def traces(self) -> list[str]:
         found = super().traces()
         if self.process is not None and not self.exited():
             found.append(f"systemd-nspawn (pid {self.process.pid})")
-        found += [f"cgroup {cgroup}" for cgroup in self.cgroups() if cgroup.exists()]
+        found += [f"cgroup {cgroup}" for cgroup in self.own_cgroups if cgroup.exists()]
         # a registration (machined) or a machinectl bind-mount folder, had nspawn made one
         for folder in ("/run/systemd/machines", "/run/systemd/nspawn/propagate"):
             if (Path(folder) / self.name).exists():
