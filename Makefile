@@ -18,8 +18,8 @@ install: $(STAMP)
 demo: install
 	bash scripts/demo.sh
 
-# Services the e2e tier needs (Docker daemon, podman for systemd). Idempotent.
-services:
+# Services the e2e tier needs (Docker daemon, a systemd container; checked). Idempotent.
+services: install
 	bash scripts/services-up.sh
 
 services-down:

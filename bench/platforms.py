@@ -15,10 +15,12 @@ agent's default).
 - kubernetes: KubernetesPlatform against the STAND-IN cluster of tests/e2e/k8s_standin.py
   (kmock's API emulator + a fake kubelet that runs each pod as a local process), NOT a real
   cluster: no scheduler, image pull, volume provisioning or pod network is measured;
-- systemd: SystemdPlatform driving a real systemd (PID 1 in a podman container,
-  tests/e2e/systemd_container.py), every systemctl through `podman exec`; then the same loop
-  run by a Python inside the container calling systemctl directly (what an agent on a
-  systemd host pays), and the cost of one `podman exec CTR true`.
+- systemd: SystemdPlatform driving a real systemd (PID 1 in a container,
+  tests/e2e/systemd_container.py: podman, or systemd-nspawn where the host's cgroups keep
+  podman from running systemd), every systemctl through the container's command prefix
+  (`podman exec CTR` or `nsenter -t INIT -a`); then the same loop run by a Python inside the
+  container calling systemctl directly (what an agent on a systemd host pays), and the cost
+  of one `PREFIX true`.
 
     .venv/bin/python bench/platforms.py [--count 10] [--warmup 1]
         [--platforms process,docker,kubernetes,systemd] [--json]
@@ -265,21 +267,22 @@ def systemd_inside(data_root: str, count: int, warmup: int) -> dict[str, Any]:
 
 def systemd_rows(count: int, warmup: int) -> list[Row]:
     from tests.e2e.systemd_container import (  # noqa: PLC0415 - only for the systemd rows
-        podman_missing,
+        container_missing,
         start_systemd_container,
     )
 
-    missing = podman_missing()
+    missing = container_missing()
     if missing:
         raise Skip(missing)
     with tempfile.TemporaryDirectory(prefix="grid-bench-systemd-") as tmp:
         container = start_systemd_container(Path(tmp) / "ctr")
         try:
             version = container.exec("systemctl", "--version").stdout.split("\n")[0]
+            boundary = container.boundary
 
             def exec_true() -> None:
                 if container.exec("true").returncode != 0:
-                    raise RuntimeError("podman exec CTR true failed")
+                    raise RuntimeError(f"{boundary} true failed")
 
             exec_cost = summary(repeat(lambda: timed(exec_true), count, warmup))
             config = container.config().model_dump(exclude_unset=True)
@@ -294,17 +297,18 @@ def systemd_rows(count: int, warmup: int) -> list[Row]:
                 raise RuntimeError(f"in-container run failed: {inner.stderr.strip()[-500:]}")
             inside = json.loads(inner.stdout)
             boot_ms = round(container.boot_seconds * 1000, 1)
+            backend = container.backend
         finally:
             container.stop()
-    where = f"SystemdPlatform, {version} as PID 1 in podman (booted in {boot_ms:g} ms)"
+    where = f"SystemdPlatform, {version} as PID 1 in {backend} (booted in {boot_ms:g} ms)"
     via_exec = adapter_row(
-        "systemd (podman exec)",
-        f"{where}; every systemctl through `podman exec`",
+        f"systemd ({boundary.split()[0]})",
+        f"{where}; every systemctl through `{boundary}`",
         outside,
         "unit active (running)",
     )
-    via_exec["measures"]["podman_exec_ms"] = {
-        "label": "one `podman exec CTR true` (boundary cost)",
+    via_exec["measures"]["exec_ms"] = {
+        "label": f"one `{boundary} true` (boundary cost)",
         **exec_cost,
     }
     direct = adapter_row(

@@ -8,7 +8,8 @@ the unit files alone; `systemctl show` says which of them are alive.
 
 Every `systemctl`/`journalctl` call goes through one command boundary (`Runner`), whose argv
 prefixes come from the config: `["systemctl"]` on the host, `["podman", "exec", CTR,
-"systemctl"]` to drive a systemd inside a container (the e2e tests do that). Unit files and
+"systemctl"]` or `["nsenter", "-t", PID, "-a", "systemctl"]` to drive a systemd inside a
+container (the e2e tests do one or the other). Unit files and
 node folders are written locally: when systemd runs elsewhere, those paths must be shared.
 Pids are as systemd sees them (inside the container's pid namespace in that case).
 """
