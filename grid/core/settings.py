@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     node_command: str = Field("grid-node", description="command that starts a storage node")
     node_start_timeout: float = Field(15.0, gt=0, description="seconds for a node to answer")
     spawn_timeout: float = Field(60.0, gt=0, description="pending node with no agent progress")
+    view_resync_interval: float = Field(
+        30.0, gt=0, description="seconds between the leader's full re-reads of every record"
+    )
     stop_grace: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL, seconds")
     agent_concurrency: int = Field(8, ge=1, le=64, description="agent task threads")
 

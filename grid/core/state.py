@@ -205,6 +205,16 @@ class HeartbeatReply:
     placements: Placements = field(default_factory=dict)
 
 
+@dataclass
+class ChangeBatch:
+    """What the change stream named since a cursor: agents and nodes (with their agent)."""
+
+    cursor: str
+    agents: set[str] = field(default_factory=set)
+    nodes: dict[str, str] = field(default_factory=dict)  # node id -> agent id
+    gap: bool = False  # entries the reader never saw were trimmed: read everything again
+
+
 def _parse_index(flat: list[str]) -> Placements:
     """HGETALL of an agent's node index -> {node id: (generation, status)}."""
     out: Placements = {}
@@ -460,6 +470,50 @@ class GridState:
         for node_id in set(catalogue) - set(records):
             problems.append(f"node {node_id}: in the catalogue with no record")
         return problems
+
+    # ---- the change stream ------------------------------------------------------------
+
+    def change_cursor(self) -> str:
+        """The id of the newest change: what a full read of everything has covered."""
+        newest = self.r.xrevrange(naming.changes_key(), count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    def changes_since(self, cursor: str, limit: int = 50_000) -> ChangeBatch:
+        """Agents and nodes changed after `cursor`. `gap` is set when entries after the
+        cursor may have been trimmed (the cursor's own entry is gone) or past `limit`."""
+        key = naming.changes_key()
+        batch = ChangeBatch(cursor=cursor)
+        if cursor != "0-0" and not self.r.xrange(key, min=cursor, max=cursor):
+            batch.gap = True
+            return batch
+        seen = 0
+        while True:
+            rows = self.r.xrange(key, min=f"({batch.cursor}", count=5_000)
+            for entry_id, fields in rows:
+                agent_id, node_id = fields.get("a", ""), fields.get("n", "")
+                if node_id:
+                    batch.nodes[node_id] = agent_id
+                elif agent_id:
+                    batch.agents.add(agent_id)
+                batch.cursor = str(entry_id)
+            seen += len(rows)
+            if len(rows) < 5_000:
+                return batch
+            if seen >= limit:
+                batch.gap = True
+                return batch
+
+    def reread(self, batch: ChangeBatch) -> tuple[dict[str, AgentRecord], dict[str, NodeRecord]]:
+        """The current records of what a batch names (absent ones were removed)."""
+        agent_ids = sorted(batch.agents)
+        node_ids = sorted(batch.nodes)
+        agents = self._load_many([naming.agent_key(a) for a in agent_ids], AgentRecord)
+        keys = [naming.node_key(batch.nodes[n], n) for n in node_ids]
+        nodes = self._load_many(keys, NodeRecord)
+        return (
+            {a: r for a, r in zip(agent_ids, agents, strict=True) if r is not None},
+            {n: r for n, r in zip(node_ids, nodes, strict=True) if r is not None},
+        )
 
     # ---- pools ----------------------------------------------------------------------
 

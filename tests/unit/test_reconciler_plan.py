@@ -9,7 +9,7 @@ import pytest
 
 from grid.core.placement_rules import PlacementRules
 from grid.core.state import AgentRecord, NodeRecord
-from grid.workers.master.reconciler import Plan, plan
+from grid.workers.master.reconciler import Plan, next_deadline, plan
 
 NOW = 10_000.0
 
@@ -359,3 +359,15 @@ def test_an_unchanged_shortfall_is_still_reported_each_pass() -> None:
         {"default": 3}, [node("n1", "a"), node("n2", "a")], [agent("a", 2)], pool_state=stored
     )
     assert result.pools["default"].shortfall == 1 and not result.empty
+
+
+def test_next_deadline_is_the_earliest_future_timer() -> None:
+    nodes = [
+        node("n1", "a", status="pending", created_at=NOW - 10),  # times out at NOW + 50
+        node("n2", "a", status="starting", created_at=NOW - 100, started_at=NOW - 5),
+        node("n3", "a", status="running", created_at=NOW - 100),
+    ]
+    pools = {"default": {"retry_at": NOW + 20.0}, "other": {"retry_at": NOW - 1.0}}
+    assert next_deadline(nodes, pools, 60.0, NOW) == NOW + 20.0
+    assert next_deadline(nodes, {}, 60.0, NOW) == NOW + 50.0
+    assert next_deadline(nodes[2:], pools | {"default": {}}, 60.0, NOW) == float("inf")

@@ -130,11 +130,14 @@ def cluster_state(
     return ClusterState.HEALTHY, "all agents online and every pool at size"
 
 
-def update_cluster_state(state: GridState, events: EventLog) -> str:
-    agents = state.agents()
-    desired = state.desired()
-    nodes = state.nodes()
-    current, why = cluster_state(agents, desired, nodes)
+def update_cluster_state(
+    state: GridState,
+    events: EventLog,
+    agents: Sequence[AgentRecord],
+    nodes: Sequence[NodeRecord],
+) -> str:
+    """Record the cluster's state from the master's view; an event on each transition."""
+    current, why = cluster_state(agents, state.desired(), nodes)
     before = state.cluster_state()
     if before != current:
         state.set_cluster_state(current)

@@ -124,7 +124,8 @@ def plan(
         pool_active = [n for n in live if n.pool == pool and n.active]
         # nodes on draining agents are moved: replaced first, stopped once replacements run
         moving = [n for n in pool_active if by_id.get(n.agent_id) and by_id[n.agent_id].draining]
-        active = [n for n in pool_active if n not in moving]
+        moving_ids = {n.node_id for n in moving}
+        active = [n for n in pool_active if n.node_id not in moving_ids]
         pp = PoolPlan(pool=pool, desired=want, active=len(pool_active))
         before = pool_state.get(pool, {})
         pp.failures = failures.get(pool, 0)
@@ -157,6 +158,24 @@ def plan(
         )
         result.pools[pool] = pp
     return result
+
+
+def next_deadline(
+    nodes: Sequence[NodeRecord],
+    pool_state: Mapping[str, Mapping[str, Any]],
+    spawn_timeout: float,
+    now: float,
+) -> float:
+    """When time alone can change an empty plan: a starting node reaching its spawn timeout,
+    or a pool's failure backoff ending. Until then the same inputs give the same plan."""
+    deadlines = [
+        max(n.created_at, n.started_at) + spawn_timeout
+        for n in nodes
+        if n.status in (NodeStatus.PENDING, NodeStatus.STARTING)
+    ]
+    deadlines += [float(s.get("retry_at", 0.0)) for s in pool_state.values()]
+    future = [d for d in deadlines if d > now]
+    return min(future, default=float("inf"))
 
 
 def _place(

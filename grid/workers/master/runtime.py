@@ -29,7 +29,8 @@ from grid.core.state import AgentStatus, GridState, owner_token
 from grid.core.tasknames import TaskName
 from grid.workers.master.autoscaling import placement_rules, run_autoscaler
 from grid.workers.master.monitor import check_agents, update_cluster_state
-from grid.workers.master.reconciler import apply_plan, plan
+from grid.workers.master.reconciler import apply_plan, next_deadline, plan
+from grid.workers.master.view import FleetView
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class MasterRuntime:
         self._election_thread: threading.Thread | None = None
         self.web_url = ""
         self._reconcile_lock = threading.RLock()
+        self.view = FleetView(self.state, settings.view_resync_interval)
+        self._last_plan: tuple[Any, ...] | None = None  # inputs of the last empty plan
+        self._plan_deadline = 0.0  # when time alone may change that plan (timeouts, backoff)
 
     # ---- election -------------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class MasterRuntime:
         log.info("elected leader", extra={"master_id": self.master_id})
         self.consumer.call_soon(self.consumer.add_task_queue, naming.MASTER_QUEUE)
         self._start_beat()
+        self.view.resync()
         # act now rather than when the consumer has subscribed (a Celery loop turn later)
         self.reconcile("leader elected")
 
@@ -203,17 +208,29 @@ class MasterRuntime:
     def _reconcile(self, reason: str) -> dict[str, Any]:
         if not self._leading():
             return {"skipped": "not the leader"}
+        self.view.refresh()
+        desired = self.state.desired()
         rules = self._placement_rules()
+        pool_state = self.state.pool_status()
+        inputs = (self.view.version, desired, rules, pool_state)
+        now = time.time()
+        if inputs == self._last_plan and now < self._plan_deadline:
+            return {"changed": False}  # nothing read has changed and no timer is due
+        nodes = self.view.node_list()
         result = plan(
-            self.state.desired(),
-            self.state.nodes(),
-            self.state.agents(),
+            desired,
+            nodes,
+            self.view.agent_list(),
             rules,
+            now=now,
             spawn_timeout=self.settings.spawn_timeout,
-            pool_state=self.state.pool_status(),
+            pool_state=pool_state,
         )
         if result.empty:
+            self._last_plan = inputs
+            self._plan_deadline = next_deadline(nodes, pool_state, self.settings.spawn_timeout, now)
             return {"changed": False}
+        self._last_plan = None
         summary = apply_plan(self.state, self.events, self.dispatcher, result)
         if summary["spawned"] or summary["stopped"] or summary["removed"]:
             log.info("reconciled (%s): %s", reason, summary, extra={"master_id": self.master_id})
@@ -225,7 +242,10 @@ class MasterRuntime:
         changes = check_agents(self.state, self.events, self.settings, time.time())
         if any(c.after == AgentStatus.OFFLINE for c in changes):
             self.reconcile("agent offline")
-        cluster = update_cluster_state(self.state, self.events)
+        with self._reconcile_lock:  # the view is shared with reconcile
+            self.view.refresh()
+            agents, nodes = self.view.agent_list(), self.view.node_list()
+        cluster = update_cluster_state(self.state, self.events, agents, nodes)
         return {"transitions": len(changes), "cluster": cluster}
 
     def autoscale_tick(self) -> dict[str, Any]:
