@@ -46,6 +46,11 @@ PARSE_CASES = [
     pytest.param("m 1\nm 2\n", {"m": 2.0}, id="repeat-keeps-last"),
     pytest.param("m 1\r\nn 2\r\n", {"m": 1.0, "n": 2.0}, id="crlf"),
     pytest.param(
+        "# TYPE jobs counter\njobs 3\n# TYPE done_total counter\ndone_total 4\n",
+        {"jobs_total": 3.0, "done_total": 4.0},
+        id="counter-samples-named-with-total",
+    ),
+    pytest.param(
         HISTOGRAM,
         {
             'grid_node_request_latency_seconds_bucket{le="0.005"}': 3.0,

@@ -4,7 +4,8 @@ Counters become rates between two scrapes of the same node: CPU %, request rate,
 latency and the latency median (from histogram bucket deltas, as Prometheus'
 histogram_quantile does). Gauges pass through; any gauge the node exposes that Grid does
 not know is kept under its own name (custom metrics). The text is read by
-prometheus_client's parser.
+prometheus_client's parser, which names a counter's samples `<name>_total` even when a
+workload wrote them without the suffix (as OpenMetrics requires).
 """
 
 from __future__ import annotations
