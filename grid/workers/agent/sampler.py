@@ -177,7 +177,11 @@ class NodeSampler:
             if text is None:
                 continue
             now = time.time()
-            cur = scrape_of(text, now)
+            try:
+                cur = scrape_of(text, now)
+            except ValueError as exc:  # one node's bad text must not cost the others theirs
+                log.warning("node %s: unreadable /metrics from %s: %s", node_id, endpoint, exc)
+                continue
             metrics = derive(self._prev.get(node_id), cur)
             self._prev[node_id] = cur
             seen.add(node_id)
