@@ -10,6 +10,9 @@ from typing import TypeVar
 
 import pytest
 
+from grid.node.prom import series_key
+from grid.workers.agent.sampler import read_series
+
 T = TypeVar("T")
 
 # Every row of `grid nodes --json` (and `grid node-status --json`) holds at least these.
@@ -58,3 +61,9 @@ def require(available: bool, reason: str) -> None:
     if in_ci():
         pytest.fail(f"required service missing under CI: {reason}")
     pytest.skip(reason)
+
+
+def series_by_key(text: str) -> dict[str, float]:
+    """The samples of an exposition, read as the agent reads them, keyed as tests write them:
+    `name{a="x",b="y"}` with labels sorted (grid.node.prom.series_key)."""
+    return {series_key(name, dict(labels)): v for (name, labels), v in read_series(text).items()}

@@ -1,7 +1,8 @@
 """grid-node: the storage node Grid runs by default, a small key-value server over HTTP.
 
 Stdlib only, and nothing heavy imported on the start path: agents spawn many of these and
-wait for /health, so start-up time is part of every scale-up.
+wait for /health, so start-up time is part of every scale-up. That is also why /metrics is
+written here by hand and not with prometheus_client (its import cost is in grid.node.prom).
 
     PUT/GET/DELETE /kv/{key}    raw bytes, one file per key under <data-dir>/kv/
     GET /health                 JSON status with key and byte counts

@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from grid.node.prom import parse_prometheus, sum_by_name
 from grid.node.server import READY_FD_ENV
-from grid.workers.agent.sampler import LATENCY, Scrape, derive, quantile_from_buckets, scrape_of
+from grid.workers.agent.sampler import (
+    LATENCY,
+    Scrape,
+    derive,
+    quantile_from_buckets,
+    read_series,
+    scrape_of,
+    sum_by_name,
+)
 
 START_TIMEOUT = 15.0
 INF = math.inf
@@ -130,8 +137,8 @@ def test_derive_from_two_scrapes_of_a_real_node(start_node: StartNode) -> None:
     prev, cur = scrape_of(first_text, 100.0), scrape_of(second_text, 102.0)
     out = derive(prev, cur)
     before, after = (
-        sum_by_name(parse_prometheus(first_text)),
-        sum_by_name(parse_prometheus(second_text)),
+        sum_by_name(read_series(first_text)),
+        sum_by_name(read_series(second_text)),
     )
 
     # The first scrape is itself counted once it has been answered: 40 + 1 requests.

@@ -3,11 +3,14 @@
 Counters become rates between two scrapes of the same node: CPU %, request rate, mean
 latency and the latency median (from histogram bucket deltas, as Prometheus'
 histogram_quantile does). Gauges pass through; any gauge the node exposes that Grid does
-not know is kept under its own name (custom metrics).
+not know is kept under its own name (custom metrics). The text is read by
+prometheus_client's parser, which names a counter's samples `<name>_total` even when a
+workload wrote them without the suffix (as OpenMetrics requires).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
@@ -16,8 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.parser import text_fd_to_metric_families
+
 from grid.autoscaler.metrics import MetricsStore
-from grid.node.prom import parse_prometheus, sum_by_name
 from grid.workers.agent.health import fetch_text
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,11 @@ GAUGES = {
     INFLIGHT: "inflight",
     RSS: "rss_bytes",
 }
-_KNOWN = {REQUESTS, CPU, f"{LATENCY}_sum", f"{LATENCY}_count", f"{LATENCY}_bucket", *GAUGES}
+BUCKET = f"{LATENCY}_bucket"
+_KNOWN = {REQUESTS, CPU, f"{LATENCY}_sum", f"{LATENCY}_count", BUCKET, *GAUGES}
+
+# A series: the sample name and its labels as sorted (name, value) pairs.
+Series = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -43,16 +51,53 @@ class Scrape:
     buckets: dict[float, float]  # latency histogram: upper bound -> cumulative count
 
 
+class _CountedLines(io.StringIO):
+    """The text as the parser reads it, line by line, counting the lines read."""
+
+    number = 0
+
+    def __next__(self) -> str:  # type: ignore[override]  # typeshed: _IOBase yields bytes
+        self.number += 1
+        return super().__next__()
+
+
+def read_series(text: str) -> dict[Series, float]:
+    """Every sample of a text exposition by series, read by prometheus_client's parser.
+
+    A malformed line raises ValueError naming its number (the parser's own message does
+    not); a repeated series keeps its last value.
+    """
+    lines = _CountedLines(text)
+    try:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+            for family in text_fd_to_metric_families(lines)
+            for sample in family.samples
+        }
+    except ValueError as exc:
+        raise ValueError(f"line {lines.number}: {exc}") from None
+
+
+def sum_by_name(series: Mapping[Series, float]) -> dict[str, float]:
+    """Sum the samples of each name over all its label sets."""
+    totals: dict[str, float] = {}
+    for (name, _), value in series.items():
+        totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
 def scrape_of(text: str, ts: float) -> Scrape:
-    samples = parse_prometheus(text)
+    series = read_series(text)
     buckets: dict[float, float] = {}
-    prefix = f"{LATENCY}_bucket"
-    for key, value in samples.items():
-        if key.startswith(prefix + "{"):
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            bound = math.inf if le == "+Inf" else float(le)
+    for (name, labels), value in series.items():
+        if name == BUCKET:
+            le = dict(labels).get("le", "")
+            try:
+                bound = float(le)  # "+Inf" included
+            except ValueError:
+                raise ValueError(f"{BUCKET} with le={le!r}") from None
             buckets[bound] = buckets.get(bound, 0.0) + value
-    return Scrape(ts, sum_by_name(samples), buckets)
+    return Scrape(ts, sum_by_name(series), buckets)
 
 
 def quantile_from_buckets(q: float, deltas: Mapping[float, float]) -> float | None:
@@ -132,7 +177,11 @@ class NodeSampler:
             if text is None:
                 continue
             now = time.time()
-            cur = scrape_of(text, now)
+            try:
+                cur = scrape_of(text, now)
+            except ValueError as exc:  # one node's bad text must not cost the others theirs
+                log.warning("node %s: unreadable /metrics from %s: %s", node_id, endpoint, exc)
+                continue
             metrics = derive(self._prev.get(node_id), cur)
             self._prev[node_id] = cur
             seen.add(node_id)

@@ -2,7 +2,7 @@
 
 Read-only views of Redis, so any master (leader or standby) can serve them:
 `/` dashboard, `/api/status`, `/api/nodes`, `/api/agents`, `/api/events?limit=N&type=T`,
-`/metrics`. Stdlib HTTP server in a daemon thread: no extra dependency.
+`/metrics` (by prometheus_client). Stdlib HTTP server in a daemon thread.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
 from grid.core.events import EVENT_TYPES, EventLog
 from grid.core.state import GridState
-from grid.workers.master.report import agents_with_node_counts, prometheus_text, status_report
+from grid.workers.master.exposition import metrics_registry
+from grid.workers.master.report import agents_with_node_counts, status_report
 
 log = logging.getLogger(__name__)
 
 
 def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]:
     page = resources.files("grid.workers.master").joinpath("dashboard.html").read_bytes()
+    registry = metrics_registry(state)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "grid"
@@ -39,7 +43,7 @@ def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]
                 if url.path == "/":
                     self._send(page, "text/html; charset=utf-8")
                 elif url.path == "/metrics":
-                    self._send(prometheus_text(state).encode(), "text/plain; version=0.0.4")
+                    self._send(generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
                 elif url.path == "/api/status":
                     self._json(status_report(state))
                 elif url.path == "/api/nodes":

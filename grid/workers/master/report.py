@@ -43,35 +43,3 @@ def status_report(state: GridState) -> dict[str, Any]:
         "nodes": {"total": len(node_records), **node_counts},
         "pools": pool_summary(state),
     }
-
-
-def prometheus_text(state: GridState) -> str:
-    """Grid-level gauges in the Prometheus text format."""
-    report = status_report(state)
-    lines = [
-        "# HELP grid_agents Agents by status.",
-        "# TYPE grid_agents gauge",
-        *(f'grid_agents{{status="{s.value}"}} {report["agents"][s.value]}' for s in AgentStatus),
-        "# HELP grid_nodes Nodes by pool and status.",
-        "# TYPE grid_nodes gauge",
-    ]
-    for pool, entry in sorted(report["pools"].items()):
-        for status, count in sorted(entry["nodes"].items()):
-            lines.append(f'grid_nodes{{pool="{pool}",status="{status}"}} {count}')
-    lines += ["# HELP grid_pool_desired Desired size per pool.", "# TYPE grid_pool_desired gauge"]
-    for pool, entry in sorted(report["pools"].items()):
-        if entry["desired"] is not None:
-            lines.append(f'grid_pool_desired{{pool="{pool}"}} {entry["desired"]}')
-    lines += [
-        "# HELP grid_pool_shortfall Nodes that do not fit.",
-        "# TYPE grid_pool_shortfall gauge",
-    ]
-    for pool, entry in sorted(report["pools"].items()):
-        lines.append(f'grid_pool_shortfall{{pool="{pool}"}} {entry["shortfall"]}')
-    state_value = {"healthy": 0, "degraded": 1, "critical": 2}[report["cluster"]]
-    lines += [
-        "# HELP grid_cluster_state 0 healthy, 1 degraded, 2 critical.",
-        "# TYPE grid_cluster_state gauge",
-        f"grid_cluster_state {state_value}",
-    ]
-    return "\n".join(lines) + "\n"
