@@ -122,7 +122,12 @@ class MasterRuntime:
         previous = self.state.r.hgetall(naming.leader_info_key())
         self.state.r.hset(
             naming.leader_info_key(),
-            mapping={"master_id": self.master_id, "since": time.time(), "http": self.web_url},
+            mapping={
+                "master_id": self.master_id,
+                "since": time.time(),
+                "http": self.web_url,
+                "token": self.token,  # tells this leader's info from a previous leader's
+            },
         )
         self.events.emit(
             EventType.LEADER_ELECTED,
@@ -230,6 +235,16 @@ class MasterRuntime:
         from grid.workers.master.autoscaling import placement_rules  # noqa: PLC0415
 
         return placement_rules(self.state.r)
+
+
+def leader_pages(state: GridState) -> str | None:
+    """URL of the leading master's pages ("" when it serves none); None until the current
+    leader has written its info (what an earlier leader wrote does not count)."""
+    holder = state.lease_holder(naming.leader_key())
+    info = state.r.hgetall(naming.leader_info_key())
+    if holder is None or info.get("token") != holder:
+        return None
+    return str(info.get("http", ""))
 
 
 class LeadershipStep(bootsteps.StartStopStep):
