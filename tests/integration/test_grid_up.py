@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from grid.core.state import NodeRecord
-from tests.gridproc import FAST_TIMINGS, LocalGrid, home_processes, node_processes
+from tests.gridproc import FAST_TIMINGS, LocalGrid, home_processes, node_processes, wait_gone
 from tests.helpers import wait_for
 
 
@@ -294,3 +294,21 @@ def test_pages_on_another_port_when_theirs_is_taken(grid_up: Callable[..., GridU
             assert json.loads(resp.read())["leader"]
 
     up.interrupt()
+
+
+def test_ctrl_c_right_after_an_agent_died_stops_its_orphaned_nodes(
+    grid_up: Callable[..., GridUp],
+) -> None:
+    up = grid_up("--agents", "1", "--nodes", "2")
+    view = up.wait_up()
+    nodes = _settled(view, 2)
+    agent = view.state.agent("agent-1")
+    assert agent is not None and agent.pid
+
+    os.kill(agent.pid, signal.SIGKILL)
+    wait_gone(agent.pid)
+    up.interrupt()  # before the restart (0.5 s): no agent is left to stop the nodes
+
+    ids = ", ".join(sorted(n.node_id for n in nodes))
+    assert f"stopped 2 node(s) left running by the agents: {ids}" in up.output()
+    assert list(node_processes(up.home)) == []
