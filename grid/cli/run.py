@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from grid.cli.common import Context, fail, pass_ctx, wait_until
 from grid.cli.supervisor import Command, RedisChild, Restart, RestartPolicy, Supervisor
 from grid.core import naming
 from grid.core.connection import redis_client
-from grid.core.errors import ConfigError, GridError
+from grid.core.errors import ConfigError, GridError, PlatformError
 from grid.core.events import EventLog, EventType
 from grid.core.logs import setup_logging
 from grid.core.state import GridState
@@ -259,12 +260,19 @@ def up(
             _say(f"redis    {url} (embedded, data in {home}/redis, append-only)")
         client = redis_client(url)
         events = EventLog(client, settings.events_maxlen)
-        supervisor.on_restart = lambda restart: _record_restart(events, agent_ids, restart)
+        state = GridState(client)
+        dashboard = _Dashboard(state)
+
+        def restarted(restart: Restart) -> None:
+            _record_restart(events, agent_ids, restart)
+            if restart.name == "master":
+                dashboard.master_restarted(restart.pid)
+
+        supervisor.on_restart = restarted
         env = {**os.environ, "GRID_REDIS_URL": url, "GRID_HOME": str(home)}
         for child in _children(agent_ids, max_nodes, flower_port if with_flower else None, env):
             pid = supervisor.start(child)
             _say(f"{child.name:<8} pid {pid}, log {child.log}")
-        state = GridState(client)
         pages = _wait_up(state, supervisor, n_agents, stopping, logs)
         if stopping.is_set():
             return
@@ -272,14 +280,15 @@ def up(
             state.set_desired(naming.DEFAULT_POOL, nodes)
             ctx.send_task("grid.reconcile", ["grid up"], naming.MASTER_QUEUE)
             _say(f"scaling pool {naming.DEFAULT_POOL} to {nodes} nodes")
-        dashboard = f", dashboard at {pages}" if pages else ", no dashboard (GRID_HTTP_PORT=-1)"
+        pages_at = f", dashboard at {pages}" if pages else ", no dashboard (GRID_HTTP_PORT=-1)"
         flower_at = f", Flower at http://127.0.0.1:{flower_port}" if with_flower else ""
         _say(
-            f"grid is up: 1 master, {n_agents} agent(s){dashboard}{flower_at}. "
+            f"grid is up: 1 master, {n_agents} agent(s){pages_at}{flower_at}. "
             "Try 'grid scale --nodes 5' in another terminal. Ctrl-C stops everything."
         )
         while not stopping.is_set():
             supervisor.check()
+            dashboard.poll()
             time.sleep(0.2)
     finally:
         _stop_grid(supervisor, home, agent_ids, settings.stop_grace)
@@ -342,6 +351,30 @@ def _wait_up(
     return pages or ""
 
 
+class _Dashboard:
+    """Says where the pages are again once a restarted master leads (its port may differ)."""
+
+    def __init__(self, state: GridState) -> None:
+        self.state = state
+        self.waiting_for = ""  # the id of a restarted master, until it leads
+
+    def master_restarted(self, pid: int) -> None:
+        from grid.workers.master.runtime import master_id_default  # noqa: PLC0415
+
+        self.waiting_for = master_id_default(pid)
+
+    def poll(self) -> None:
+        from grid.workers.master.runtime import leader_pages  # noqa: PLC0415
+
+        if not self.waiting_for:
+            return
+        with contextlib.suppress(redis.RedisError):
+            url = leader_pages(self.state, self.waiting_for)
+            if url is not None:
+                self.waiting_for = ""
+                _say(f"master leads again, dashboard at {url}" if url else "master leads again")
+
+
 def _record_restart(events: EventLog, agent_ids: list[str], restart: Restart) -> None:
     """The `process_restarted` event; best effort (Redis may be the child that restarted)."""
     try:
@@ -383,7 +416,11 @@ def _stop_leftover_nodes(home: Path, agent_ids: list[str], grace: float) -> list
         platform = create_platform("process", agent_id, {"root": str(root)})
         try:
             for handle in platform.list({naming.LABEL_AGENT_ID: agent_id}):
-                platform.stop(handle.node_id, grace=grace)
+                try:
+                    platform.stop(handle.node_id, grace=grace)
+                except PlatformError as exc:  # say so, and stop the rest of the grid anyway
+                    _say(f"node {handle.node_id} (pid {handle.pid}) did not stop: {exc}")
+                    continue
                 stopped.append(handle.node_id)
         finally:
             platform.close()

@@ -312,3 +312,31 @@ def test_ctrl_c_right_after_an_agent_died_stops_its_orphaned_nodes(
     ids = ", ".join(sorted(n.node_id for n in nodes))
     assert f"stopped 2 node(s) left running by the agents: {ids}" in up.output()
     assert list(node_processes(up.home)) == []
+
+
+def test_killed_master_is_restarted_and_leads_again(grid_up: Callable[..., GridUp]) -> None:
+    up = grid_up("--agents", "1", "--nodes", "1")
+    view = up.wait_up()
+    _settled(view, 1)
+    old = view.wait_leader()
+    master = next(p for p in psutil.Process(up.proc.pid).children() if "master" in p.cmdline())
+
+    master.kill()
+
+    restart = up.restarted("master")
+    assert (restart["signal"], restart["attempt"]) == ("SIGKILL", 1)
+    # the new master leads once the dead one's lease ran out, and says where its pages are
+    found = wait_for(
+        lambda: re.search(r"^master leads again, dashboard at (http://\S+)$", up.output(), re.M),
+        60,
+        what="the restarted master leading",
+    )
+    assert found is not None
+    with urllib.request.urlopen(f"{found.group(1)}/api/status", timeout=10) as resp:
+        assert json.loads(resp.read())["leader"] == f"{socket.gethostname()}-{restart['pid']}"
+    assert view.wait_leader() != old
+    # and it acts: a scale-up is placed and started
+    assert view.cli("scale", "--nodes", "2").returncode == 0
+    _settled(view, 2)
+
+    up.interrupt()

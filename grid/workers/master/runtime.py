@@ -62,8 +62,9 @@ class CeleryDispatcher:
                 app.send_task(task, args=[node_id], queue=queue, producer=producer)
 
 
-def master_id_default() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def master_id_default(pid: int | None = None) -> str:
+    """The id of a master started without --id, in process `pid` (default: this one)."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
 
 
 class MasterRuntime:
@@ -237,12 +238,14 @@ class MasterRuntime:
         return placement_rules(self.state.r)
 
 
-def leader_pages(state: GridState) -> str | None:
+def leader_pages(state: GridState, master_id: str | None = None) -> str | None:
     """URL of the leading master's pages ("" when it serves none); None until the current
-    leader has written its info (what an earlier leader wrote does not count)."""
+    leader (`master_id`, if given) has written its info (an earlier leader's does not count)."""
     holder = state.lease_holder(naming.leader_key())
     info = state.r.hgetall(naming.leader_info_key())
     if holder is None or info.get("token") != holder:
+        return None
+    if master_id is not None and info.get("master_id") != master_id:
         return None
     return str(info.get("http", ""))
 
