@@ -176,14 +176,7 @@ class LocalGrid:
     # ---- node processes ------------------------------------------------------------
 
     def node_processes(self) -> Iterator[psutil.Process]:
-        """grid-node processes whose data dir lies under this grid's home."""
-        home = str(self.home)
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = proc.info.get("cmdline") or []
-            if any("grid-node" in part or "grid.node.server" in part for part in cmd[:3]) and any(
-                part.startswith(home) for part in cmd
-            ):
-                yield proc
+        return node_processes(self.home)
 
     def close(self) -> list[int]:
         """Stop agents, then masters; end leftovers. Returns pids of node processes left."""
@@ -202,6 +195,30 @@ class LocalGrid:
                 proc.kill()
         self.client.close()
         return leaked
+
+
+def node_processes(home: Path) -> Iterator[psutil.Process]:
+    """grid-node processes whose data dir lies under `home`."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if any("grid-node" in part or "grid.node.server" in part for part in cmd[:3]) and any(
+            part.startswith(str(home)) for part in cmd
+        ):
+            yield proc
+
+
+def home_processes(home: Path) -> list[psutil.Process]:
+    """Live processes of the grid in `home`: whatever runs with GRID_HOME=home in its
+    environment (`grid up`, its children and the embedded Redis, their nodes)."""
+    found = []
+    for proc in psutil.process_iter():
+        with suppress(psutil.Error):
+            if (
+                proc.environ().get("GRID_HOME") == str(home)
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+    return found
 
 
 def wait_gone(pid: int, timeout: float = 10) -> None:

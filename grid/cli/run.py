@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import redis
 
 from grid.cli.common import Context, fail, pass_ctx, wait_until
+from grid.cli.supervisor import Command, RedisChild, Restart, RestartPolicy, Supervisor
 from grid.core import naming
-from grid.core.errors import ConfigError, GridError
+from grid.core.connection import redis_client
+from grid.core.errors import ConfigError, GridError, PlatformError
+from grid.core.events import EventLog, EventType
 from grid.core.logs import setup_logging
-from grid.core.state import AgentStatus
+from grid.core.state import AgentStatus, GridState
 from grid.core.tasknames import TaskName
-from grid.platforms import PLATFORM_NAMES, parse_config
+from grid.platforms import PLATFORM_NAMES, create_platform, parse_config
 
 
 def _parse_labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -151,17 +156,22 @@ def master(ctx: Context, master_id: str | None) -> None:
 
 
 def _start_web(runtime: Any) -> Any:
-    """The master's pages; a busy port only costs the pages, not the master."""
-    from grid.workers.master.pages import WebServer  # noqa: PLC0415 - per command: a fast CLI start
+    """The master's pages; on a taken port (another grid here) the next free one, said so."""
+    from grid.workers.master.pages import open_pages  # noqa: PLC0415 - per command: a fast CLI start
 
     settings = runtime.settings
-    if settings.http_port < 0:
+    host, port = settings.http_host, settings.http_port
+    if port < 0:
         return None
     try:
-        web = WebServer(runtime.state, runtime.events, settings.http_host, settings.http_port)
+        web = open_pages(runtime.state, runtime.events, host, port)
     except OSError as exc:
-        click.echo(f"master pages not served: port {settings.http_port}: {exc.strerror}", err=True)
-        return None
+        raise ConfigError(
+            f"master pages: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(set GRID_HTTP_HOST and GRID_HTTP_PORT, or GRID_HTTP_PORT=-1 for no pages)"
+        ) from None
+    if port and web.port != port:
+        click.echo(f"master pages: port {port} is taken; serving on {web.url}", err=True)
     web.start()
     runtime.web_url = web.url
     return web
@@ -196,6 +206,10 @@ def _grid_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "grid.cli.main", *args]
 
 
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
 @click.command()
 @click.option("--agents", "n_agents", type=click.IntRange(0, 100), default=2, show_default=True)
 @click.option(
@@ -220,115 +234,198 @@ def up(
 ) -> None:
     """Start a whole local grid: Redis (embedded unless GRID_REDIS_URL), a master, agents.
 
-    Everything stops, with no process left behind, on Ctrl-C. From another terminal in the
-    same folder, `grid scale --nodes 5` and friends find this grid by themselves.
+    A child that dies is started again, with backoff (a restarted agent adopts its nodes);
+    one that keeps failing stops the grid, exit 1. Everything stops, with no process left
+    behind, on Ctrl-C. From another terminal in the same folder, `grid scale --nodes 5`
+    and friends find this grid by themselves.
     """
-    from grid.core.redis_server import EmbeddedRedis, discover, remove_info, write_info  # noqa: PLC0415 - per command: a fast CLI start
+    from grid.core.redis_server import EmbeddedRedis, discover, remove_info  # noqa: PLC0415 - per command: a fast CLI start
 
     settings = ctx.settings
     home = settings.home
-    server: EmbeddedRedis | None = None
-    if settings.redis_url:
-        url = settings.redis_url
-    else:
-        if discover(home):
-            fail(f"a grid is already running from {home}/ (stop it first, or set GRID_HOME)")
-        server = EmbeddedRedis(data_dir=home / "redis")
-        url = server.start()
-        write_info(home, server)
-        click.echo(f"redis    {url} (embedded, data in {home}/redis, append-only)", err=True)
-    env = {**os.environ, "GRID_REDIS_URL": url, "GRID_HOME": str(home)}
+    if not settings.redis_url and discover(home):
+        fail(f"a grid is already running from {home}/ (stop it first, or set GRID_HOME)")
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    agent_ids = [f"agent-{i}" for i in range(1, n_agents + 1)]
+    supervisor = Supervisor(RestartPolicy(), say=_say)
+    stopping = _stop_on_signals()
+    server: EmbeddedRedis | None = None
+    try:
+        if settings.redis_url:
+            url = settings.redis_url
+        else:
+            server = EmbeddedRedis(data_dir=home / "redis")
+            supervisor.start(RedisChild(server, home))
+            url = server.url
+            _say(f"redis    {url} (embedded, data in {home}/redis, append-only)")
+        client = redis_client(url)
+        events = EventLog(client, settings.events_maxlen)
+        state = GridState(client)
+        dashboard = _Dashboard(state)
 
-    def start(name: str, argv: list[str]) -> None:
-        with (logs / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        children.append((name, proc))
-        click.echo(f"{name:<8} pid {proc.pid}, log {logs / (name + '.log')}", err=True)
+        def restarted(restart: Restart) -> None:
+            _record_restart(events, agent_ids, restart)
+            if restart.name == "master":
+                dashboard.master_restarted(restart.pid)
 
-    stopping = False
+        supervisor.on_restart = restarted
+        env = {**os.environ, "GRID_REDIS_URL": url, "GRID_HOME": str(home)}
+        for child in _children(agent_ids, max_nodes, flower_port if with_flower else None, env):
+            pid = supervisor.start(child)
+            _say(f"{child.name:<8} pid {pid}, log {child.log}")
+        pages = _wait_up(state, supervisor, n_agents, stopping, logs)
+        if stopping.is_set():
+            return
+        if nodes:
+            state.set_desired(naming.DEFAULT_POOL, nodes)
+            ctx.send_task(TaskName.RECONCILE, ["grid up"], naming.MASTER_QUEUE)
+            _say(f"scaling pool {naming.DEFAULT_POOL} to {nodes} nodes")
+        pages_at = f", dashboard at {pages}" if pages else ", no dashboard (GRID_HTTP_PORT=-1)"
+        flower_at = f", Flower at http://127.0.0.1:{flower_port}" if with_flower else ""
+        _say(
+            f"grid is up: 1 master, {n_agents} agent(s){pages_at}{flower_at}. "
+            "Try 'grid scale --nodes 5' in another terminal. Ctrl-C stops everything."
+        )
+        while not stopping.is_set():
+            supervisor.check()
+            dashboard.poll()
+            time.sleep(0.2)
+    finally:
+        _stop_grid(supervisor, home, agent_ids, settings.stop_grace)
+        if server is not None:
+            remove_info(home)
+        _say("grid stopped")
+
+
+def _stop_on_signals() -> threading.Event:
+    """Set on Ctrl-C (SIGINT) or SIGTERM: `grid up` then stops the grid, exit 0."""
+    stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        start("master", _grid_cmd("master"))
-        for i in range(1, n_agents + 1):
-            start(
-                f"agent-{i}",
-                _grid_cmd("agent", "--id", f"agent-{i}", "--max-nodes", str(max_nodes)),
-            )
-        if with_flower:
-            start("flower", _grid_cmd("flower", "--port", str(flower_port)))
-        state = ctx.state  # finds the embedded server through GRID_HOME, as the children do
-
-        def ready() -> tuple[bool, str]:
-            agents = [a for a in state.agents() if a.status == AgentStatus.ONLINE]
-            leader = state.lease_holder(naming.leader_key())
-            dead = [n for n, p in children if p.poll() is not None]
-            if dead:
-                raise GridError(f"{', '.join(dead)} exited at start; see {logs}/")
-            master_state = "leading" if leader else "starting"
-            done = len(agents) >= n_agents and leader is not None and not stopping
-            return done, f"waiting: {len(agents)}/{n_agents} agents, master {master_state}"
-
-        if not wait_until(ready, timeout=60, quiet=False) and not stopping:
-            raise GridError(f"the grid did not come up within 60s; see {logs}/")
-        if nodes and not stopping:
-            state.set_desired(naming.DEFAULT_POOL, nodes)
-            ctx.send_task(TaskName.RECONCILE, ["grid up"], naming.MASTER_QUEUE)
-            click.echo(f"scaling pool {naming.DEFAULT_POOL} to {nodes} nodes", err=True)
-        if not stopping:
-            flower_line = f"; Flower on http://127.0.0.1:{flower_port}" if with_flower else ""
-            click.echo(
-                f"grid is up: 1 master, {n_agents} agent(s){flower_line}. "
-                "Try 'grid scale --nodes 5' in another terminal. Ctrl-C stops everything.",
-                err=True,
-            )
-        while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    click.echo(
-                        f"{name} exited with code {proc.returncode}; stopping the grid", err=True
-                    )
-                    stopping = True
-                    break
-            time.sleep(0.2)
-    finally:
-        click.echo("stopping the grid ...", err=True)
-        _stop_children([c for c in children if c[0].startswith("agent")], timeout=60)
-        _stop_children([c for c in children if not c[0].startswith("agent")], timeout=30)
-        if server is not None:
-            server.stop()
-            remove_info(home)
-        click.echo("grid stopped", err=True)
+    return stopping
 
 
-def _stop_children(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float) -> None:
-    """SIGTERM (Celery's warm shutdown), then SIGKILL to the group after `timeout`."""
-    for _, proc in children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for name, proc in children:
+def _children(
+    agent_ids: list[str], max_nodes: int, flower_port: int | None, env: dict[str, str]
+) -> list[Command]:
+    """The master, the agents and Flower (when it has a port), each with its log."""
+    logs = Path(env["GRID_HOME"]) / "logs"
+
+    def command(name: str, *args: str) -> Command:
+        return Command(name, _grid_cmd(*args), env, logs / f"{name}.log")
+
+    children = [command("master", "master")]
+    children += [command(a, "agent", "--id", a, "--max-nodes", str(max_nodes)) for a in agent_ids]
+    if flower_port is not None:
+        children.append(command("flower", "flower", "--port", str(flower_port)))
+    return children
+
+
+def _wait_up(
+    state: GridState, supervisor: Supervisor, n_agents: int, stopping: threading.Event, logs: Path
+) -> str:
+    """Wait (supervising) for the agents online and a leader that wrote its pages URL;
+    returns that URL ("" when the master serves no pages)."""
+    from grid.workers.master.runtime import leader_pages  # noqa: PLC0415 - per command: a fast CLI start
+
+    pages: str | None = None
+
+    def ready() -> tuple[bool, str]:
+        nonlocal pages
+        supervisor.check()
         try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            click.echo(f"{name} did not stop in time: killing it", err=True)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            online = sum(a.status == AgentStatus.ONLINE for a in state.agents())
+            pages = leader_pages(state)
+        except redis.RedisError:
+            return stopping.is_set(), "waiting: Redis does not answer"
+        master = "leading" if pages is not None else "starting"
+        done = online >= n_agents and pages is not None
+        return done or stopping.is_set(), f"waiting: {online}/{n_agents} agents, master {master}"
+
+    if not wait_until(ready, timeout=60):
+        raise GridError(f"the grid did not come up within 60s; see {logs}/")
+    return pages or ""
+
+
+class _Dashboard:
+    """Says where the pages are again once a restarted master leads (its port may differ)."""
+
+    def __init__(self, state: GridState) -> None:
+        self.state = state
+        self.waiting_for = ""  # the id of a restarted master, until it leads
+
+    def master_restarted(self, pid: int) -> None:
+        from grid.workers.master.runtime import master_id_default  # noqa: PLC0415 - per command: a fast CLI start
+
+        self.waiting_for = master_id_default(pid)
+
+    def poll(self) -> None:
+        from grid.workers.master.runtime import leader_pages  # noqa: PLC0415 - per command: a fast CLI start
+
+        if not self.waiting_for:
+            return
+        with contextlib.suppress(redis.RedisError):
+            url = leader_pages(self.state, self.waiting_for)
+            if url is not None:
+                self.waiting_for = ""
+                _say(f"master leads again, dashboard at {url}" if url else "master leads again")
+
+
+def _record_restart(events: EventLog, agent_ids: list[str], restart: Restart) -> None:
+    """The `process_restarted` event; best effort (Redis may be the child that restarted)."""
+    try:
+        events.emit(
+            EventType.PROCESS_RESTARTED,
+            f"{restart.name} restarted as pid {restart.pid} (restart {restart.attempt}) "
+            f"after: {restart.why}",
+            agent_id=restart.name if restart.name in agent_ids else "",
+            process=restart.name,
+            pid=restart.pid,
+            exit_code=restart.exit_code,
+            signal=restart.signal,
+            attempt=restart.attempt,
+        )
+    except redis.RedisError as exc:
+        _say(f"the restart of {restart.name} is not in the events: {exc}")
+
+
+def _stop_grid(supervisor: Supervisor, home: Path, agent_ids: list[str], grace: float) -> None:
+    """Agents first (they stop their nodes), then any node they left, then the rest."""
+    _say("stopping the grid ...")
+    supervisor.stop(agent_ids, timeout=60)
+    left = _stop_leftover_nodes(home, agent_ids, grace)
+    if left:
+        _say(f"stopped {len(left)} node(s) left running by the agents: {', '.join(left)}")
+    supervisor.stop({"master", "flower"}, timeout=30)
+    supervisor.stop({RedisChild.name}, timeout=30)
+
+
+def _stop_leftover_nodes(home: Path, agent_ids: list[str], grace: float) -> list[str]:
+    """Stop the node processes still running with the label of one of these agents."""
+    from grid.workers.agent.runtime import process_nodes_root  # noqa: PLC0415 - per command: a fast CLI start
+
+    stopped = []
+    for agent_id in agent_ids:
+        root = process_nodes_root(home, agent_id)
+        if not root.is_dir():
+            continue
+        platform = create_platform("process", agent_id, {"root": str(root)})
+        try:
+            for handle in platform.list({naming.LABEL_AGENT_ID: agent_id}):
+                try:
+                    platform.stop(handle.node_id, grace=grace)
+                except PlatformError as exc:  # say so, and stop the rest of the grid anyway
+                    _say(f"node {handle.node_id} (pid {handle.pid}) did not stop: {exc}")
+                    continue
+                stopped.append(handle.node_id)
+        finally:
+            platform.close()
+    return stopped
 
 
 COMMANDS = [up, master, agent, flower]

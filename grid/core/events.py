@@ -48,6 +48,7 @@ class EventType(StrEnum):
     SCALE_REQUESTED = "scale_requested"
     CAPACITY_SHORTFALL = "capacity_shortfall"
     LEADER_ELECTED = "leader_elected"
+    PROCESS_RESTARTED = "process_restarted"  # a child of `grid up` died and was started again
     SCALING_DECISION = "scaling_decision"
 
 

@@ -64,6 +64,10 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "redis.log"
+
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
@@ -77,7 +81,7 @@ class EmbeddedRedis:
             "--appendfsync", "everysec",
             "--save", "",
             "--daemonize", "no",
-            "--logfile", "redis.log",
+            "--logfile", self.log.name,
             "--maxclients", "2000",
         ]  # fmt: skip
         self.process = subprocess.Popen(
@@ -86,7 +90,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                log = (self.data_dir / "redis.log").read_text(errors="replace")[-300:]
+                log = self.log.read_text(errors="replace")[-300:]
                 raise RedisUnavailableError(f"redis-server exited at start: {log.strip()}")
             if ping(self.url, timeout=0.2):
                 return self.url

@@ -85,6 +85,12 @@ CASES = [
         ["GRID_OFFLINE_AFTER", "GRID_DEGRADED_AFTER"],
         id="inconsistent-settings",
     ),
+    pytest.param(
+        ["master"],
+        {"GRID_HTTP_HOST": "192.0.2.1"},  # TEST-NET: no address of this machine
+        ["master pages: cannot listen on 192.0.2.1:8700", "GRID_HTTP_PORT=-1"],
+        id="pages-cannot-listen",
+    ),
 ]
 
 

@@ -97,7 +97,7 @@ class AgentRuntime:
         self.events = EventLog(client, settings.events_maxlen)
         config = dict(options.platform_config)
         if options.platform == "process":
-            config.setdefault("root", str(settings.home / "agents" / self.agent_id / "nodes"))
+            config.setdefault("root", str(process_nodes_root(settings.home, self.agent_id)))
             config.setdefault("start_timeout", settings.node_start_timeout)
         self.platform: Platform = create_platform(options.platform, self.agent_id, config)
         self.node_command = resolve_node_command(settings.node_command)
@@ -180,19 +180,19 @@ class AgentRuntime:
         log.info("registered", extra={"agent_id": self.agent_id})
 
     def shutdown(self, stop_nodes: bool = True) -> None:
-        """Stop heartbeating, stop every node (in parallel), unregister."""
+        """Stop the nodes first (in parallel), then heartbeating; unregister.
+
+        Redis is best effort here: it may be down or restarting, and a node must never be
+        left running because a record could not be read or deleted.
+        """
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if stop_nodes:
+            self._stop_local_nodes()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(timeout=5)
         self.sampler.stop()
-        if stop_nodes:
-            with self._nodes_lock:
-                ids = list(self.nodes)
-            if ids:
-                with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
-                    list(pool.map(self.stop, ids))
         self.platform.close()
         with contextlib.suppress(redis.RedisError):
             self.state.unregister_agent(self.agent_id, self.token)
@@ -202,6 +202,30 @@ class AgentRuntime:
                 agent_id=self.agent_id,
             )
         log.info("unregistered", extra={"agent_id": self.agent_id})
+
+    def _stop_local_nodes(self) -> None:
+        """Stop every node this agent knows of or its platform still lists as its own."""
+        with self._nodes_lock:
+            ids = set(self.nodes)
+        with contextlib.suppress(PlatformError):
+            ids |= {h.node_id for h in self.platform.list({naming.LABEL_AGENT_ID: self.agent_id})}
+        if ids:
+            with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
+                list(pool.map(self._stop_at_shutdown, sorted(ids)))
+
+    def _stop_at_shutdown(self, node_id: str) -> None:
+        try:
+            self.stop(node_id)  # stops the workload before it touches Redis
+        except redis.RedisError as exc:
+            log.warning(
+                "node stopped, its record not updated: %s",
+                exc,
+                extra={"agent_id": self.agent_id, "node_id": node_id},
+            )
+        except PlatformError as exc:
+            log.error(
+                "node did not stop: %s", exc, extra={"agent_id": self.agent_id, "node_id": node_id}
+            )
 
     def _node_event(
         self, kind: EventType, message: str, node_id: str, pool: str, **data: Any
@@ -233,6 +257,8 @@ class AgentRuntime:
     def spawn(self, node_id: str) -> dict[str, Any]:
         """Start a node placed on this agent. Idempotent: a second delivery is a no-op."""
         with self._node_locks[node_id]:
+            if self._stopping.is_set():
+                return {"result": "ignored", "reason": "the agent is stopping"}
             rec = self.state.node(node_id, self.agent_id)
             if rec is None or rec.agent_id != self.agent_id:
                 return {"result": "ignored", "reason": "not placed on this agent"}
@@ -337,7 +363,10 @@ class AgentRuntime:
             return dict(zip(node_ids, pool.map(action, node_ids), strict=True))
 
     def stop(self, node_id: str) -> dict[str, Any]:
-        """Stop a node and remove its record. Idempotent: unknown nodes succeed."""
+        """Stop a node, then remove its record. Idempotent: unknown nodes succeed.
+
+        The workload goes first, so that a Redis outage cannot keep it running.
+        """
         with self._node_locks[node_id]:
             with self._nodes_lock:
                 local = self.nodes.get(node_id)
@@ -345,16 +374,17 @@ class AgentRuntime:
                     local.phase = NodeStatus.STOPPING
                     if local.restart_timer is not None:
                         local.restart_timer.cancel()
-            rec = self.state.node(node_id, self.agent_id)
-            pool = rec.pool if rec else (local.record.pool if local else "")
             try:
                 self.platform.stop(node_id, grace=self.settings.stop_grace)
             except PlatformError as exc:
+                pool = local.record.pool if local else ""
                 self._node_event(
                     EventType.STOP_FAILED, f"node {node_id} did not stop: {exc}", node_id, pool
                 )
                 raise
             self._forget(node_id)
+            rec = self.state.node(node_id, self.agent_id)
+            pool = rec.pool if rec else (local.record.pool if local else "")
             if rec is not None and rec.agent_id == self.agent_id:
                 self.state.delete_node(self.agent_id, node_id)
             if local is not None or rec is not None:
@@ -596,6 +626,11 @@ class AgentRuntime:
                 log.warning("heartbeat failed: %s", exc, extra={"agent_id": self.agent_id})
             except Exception:  # the heartbeat thread must survive anything
                 log.exception("heartbeat error", extra={"agent_id": self.agent_id})
+
+
+def process_nodes_root(home: Path, agent_id: str) -> Path:
+    """Where an agent's process platform keeps its nodes, unless its config says otherwise."""
+    return home / "agents" / agent_id / "nodes"
 
 
 def resolve_node_command(command: str) -> list[str]:

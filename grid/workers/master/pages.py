@@ -7,6 +7,7 @@ Read-only views of Redis, so any master (leader or standby) can serve them:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -100,9 +101,29 @@ class WebServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+#: ports tried after a taken one, before any free port: a second grid gets 8701, a third 8702
+NEXT_PORTS = 10
+
+
+def open_pages(state: GridState, events: EventLog, host: str, port: int) -> WebServer:
+    """The pages on `port` or, when it is taken (another grid on this machine), on the
+    next free one; OSError when none can be bound (a host that is not local, say)."""
+    for candidate in range(port, min(port + 1 + NEXT_PORTS, 65536)) if port else ():
+        try:
+            return WebServer(state, events, host, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    return WebServer(state, events, host, 0)

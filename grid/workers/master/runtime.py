@@ -72,8 +72,9 @@ class CeleryDispatcher:
             )
 
 
-def master_id_default() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def master_id_default(pid: int | None = None) -> str:
+    """The id of a master started without --id, in process `pid` (default: this one)."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
 
 
 class MasterRuntime:
@@ -133,7 +134,12 @@ class MasterRuntime:
     def _elected(self) -> None:
         # Redis writes first: if they fail we are not leading yet and the next round retries
         previous = self.state.leader_info()
-        self.state.set_leader_info(master_id=self.master_id, since=time.time(), http=self.web_url)
+        self.state.set_leader_info(
+            master_id=self.master_id,
+            since=time.time(),
+            http=self.web_url,
+            token=self.token,  # tells this leader's info from a previous leader's
+        )
         self.events.emit(
             EventType.LEADER_ELECTED,
             f"master {self.master_id} is the leader",
@@ -255,6 +261,18 @@ class MasterRuntime:
 
     def _placement_rules(self) -> dict[str, Any]:
         return placement_rules(self.state.r)
+
+
+def leader_pages(state: GridState, master_id: str | None = None) -> str | None:
+    """URL of the leading master's pages ("" when it serves none); None until the current
+    leader (`master_id`, if given) has written its info (an earlier leader's does not count)."""
+    holder = state.lease_holder(naming.leader_key())
+    info = state.leader_info()
+    if holder is None or info.get("token") != holder:
+        return None
+    if master_id is not None and info.get("master_id") != master_id:
+        return None
+    return str(info.get("http", ""))
 
 
 class LeadershipStep(bootsteps.StartStopStep):
