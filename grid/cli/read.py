@@ -31,12 +31,42 @@ from grid.workers.master.report import agents_with_node_counts, status_report
 @click.command()
 @click.option("--pool", help="Only this pool.")
 @click.option("--agent", "agent_id", help="Only this agent.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in NodeStatus]),
+    help="Only nodes in this status.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="At most this many nodes (0: all); a note on stderr says when more match.",
+)
 @json_option
 @pass_ctx
-def nodes(ctx: Context, pool: str | None, agent_id: str | None, as_json: bool) -> None:
-    """List nodes: id, pool, agent, status, pid, port, endpoint, restarts."""
+def nodes(
+    ctx: Context,
+    pool: str | None,
+    agent_id: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List nodes: id, pool, agent, status, pid, port, endpoint, restarts (by id)."""
+    wanted = NodeStatus(status) if status else None
+    found = ctx.state.nodes(
+        pool=pool, agent_id=agent_id, status=wanted, limit=limit + 1 if limit else None
+    )
+    if limit and len(found) > limit:
+        found = found[:limit]
+        click.echo(
+            f"showing the first {limit} matching nodes of {ctx.state.node_total()} in the grid;"
+            " narrow with --pool/--agent/--status or raise --limit (0: all)",
+            err=True,
+        )
     print_records(
-        ctx.state.nodes(pool=pool, agent_id=agent_id),
+        found,
         as_json,
         ["NODE", "POOL", "AGENT", "STATUS", "PID", "PORT", "ENDPOINT", "RESTARTS", "STARTED"],
         lambda r: (

@@ -132,6 +132,11 @@ def cluster_state_key() -> str:
     return f"{PREFIX}:cluster-state"
 
 
+def summary_key() -> str:
+    """JSON of the leader's last status report (counts by status and pool), with its time."""
+    return f"{PREFIX}:summary"
+
+
 def generation_key() -> str:
     """Counter that hands out fencing generations for node records."""
     return f"{PREFIX}:generation"

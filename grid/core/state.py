@@ -430,15 +430,40 @@ class GridState:
         """The agent's own index: {node id: (generation, status)}."""
         return _parse_index(_flat_hash(self.r.hgetall(naming.agent_nodes_key(agent_id))))
 
-    def nodes(self, pool: str | None = None, agent_id: str | None = None) -> list[NodeRecord]:
-        """Node records, by id; with `agent_id` only that agent's (read from its index)."""
+    def nodes(
+        self,
+        pool: str | None = None,
+        agent_id: str | None = None,
+        status: NodeStatus | None = None,
+        limit: int | None = None,
+    ) -> list[NodeRecord]:
+        """Node records by id, filtered; with `agent_id` only that agent's (from its index,
+        and by status from the index too). With `limit`, records are read in pages and the
+        read stops once `limit` match."""
         if agent_id is not None:
-            keys = [naming.node_key(agent_id, n) for n in sorted(self.agent_placements(agent_id))]
+            index = self.agent_placements(agent_id)
+            wanted = status.value if status is not None else None
+            ids = sorted(n for n, (_, s) in index.items() if wanted is None or s == wanted)
+            keys = [naming.node_key(agent_id, n) for n in ids]
         else:
             owners = self.r.hgetall(naming.node_agents_key())
             keys = [naming.node_key(owners[n], n) for n in sorted(owners)]
-        records = (r for r in self._load_many(keys, NodeRecord) if r is not None)
-        return [r for r in records if pool is None or r.pool == pool]
+        out: list[NodeRecord] = []
+        page = 1_000 if limit else max(1, len(keys))
+        for start in range(0, len(keys), page):
+            for rec in self._load_many(keys[start : start + page], NodeRecord):
+                if rec is None or (pool is not None and rec.pool != pool):
+                    continue
+                if status is not None and rec.status != status:
+                    continue
+                out.append(rec)
+                if limit and len(out) >= limit:
+                    return out
+        return out
+
+    def node_total(self) -> int:
+        """How many node records the catalogue holds."""
+        return int(self.r.hlen(naming.node_agents_key()))
 
     def check_index(self) -> list[str]:
         """Every disagreement between node records, agent indexes and the catalogue (empty
@@ -530,6 +555,29 @@ class GridState:
 
     def pool_status(self) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.r.hgetall(naming.pool_status_key()).items()}
+
+    def node_counts(self, agent_ids: list[str]) -> dict[str, int]:
+        """Per agent, how many nodes its index holds that are not lost (one read each)."""
+        pipe = self.pipeline()
+        for agent_id in agent_ids:
+            pipe.hvals(naming.agent_nodes_key(agent_id))
+        lost = f":{NodeStatus.LOST.value}"
+        return {
+            agent_id: sum(1 for entry in entries if not str(entry).endswith(lost))
+            for agent_id, entries in zip(agent_ids, pipe.execute(), strict=True)
+        }
+
+    # ---- the published summary ---------------------------------------------------------
+
+    def publish_summary(self, report: Mapping[str, Any], at: float) -> None:
+        self.r.set(naming.summary_key(), json.dumps({**report, "at": at}))
+
+    def summary(self) -> dict[str, Any] | None:
+        raw = self.r.get(naming.summary_key())
+        try:
+            return dict(json.loads(raw)) if raw else None
+        except ValueError:
+            return None
 
     # ---- cluster and leader ---------------------------------------------------------
 

@@ -450,3 +450,50 @@ def test_bad_setting_names_the_variable(
     code, out, err = run_main(capsys, "status")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "GRID_HEARTBEAT_INTERVAL" in err
+
+
+def seed_many(state: GridState, count: int) -> None:
+    """`count` nodes over three agents and two pools, every third one running."""
+    state.create_nodes(
+        [
+            NodeRecord(
+                node_id=f"n{i:04d}",
+                agent_id=f"a{i % 3}",
+                pool="web" if i % 2 else "db",
+                status="running" if i % 3 == 0 else "pending",
+                generation=i,
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def test_nodes_filters_and_limit(env: dict[str, str], state: GridState) -> None:
+    seed_many(state, 60)
+    result = invoke(env, "nodes", "--pool", "web", "--status", "running", "--json")
+    got = [n["node_id"] for n in json.loads(result.stdout)]
+    assert got == [f"n{i:04d}" for i in range(60) if i % 2 and i % 3 == 0]
+
+    result = invoke(env, "nodes", "--agent", "a1", "--status", "pending", "--json")
+    assert {n["agent_id"] for n in json.loads(result.stdout)} == {"a1"}
+    assert len(json.loads(result.stdout)) == 20
+
+    limited = CliRunner().invoke(cli, ["nodes", "--limit", "7", "--json"], env=env)
+    assert [n["node_id"] for n in json.loads(limited.stdout)] == [f"n{i:04d}" for i in range(7)]
+    assert "showing the first 7 matching nodes of 60" in limited.stderr
+    everything = invoke(env, "nodes", "--limit", "0", "--json")
+    assert len(json.loads(everything.stdout)) == 60
+
+
+def test_status_uses_a_fresh_published_summary_and_ignores_a_stale_one(
+    env: dict[str, str], state: GridState
+) -> None:
+    seed_many(state, 6)
+    computed = json.loads(invoke(env, "status", "--json").stdout)
+    assert computed["nodes"]["total"] == 6
+    published = {**computed, "nodes": {**computed["nodes"], "total": 999}}
+    published.pop("as_of")
+    state.publish_summary(published, time.time())
+    assert json.loads(invoke(env, "status", "--json").stdout)["nodes"]["total"] == 999
+    state.publish_summary(published, time.time() - 60)  # its leader stopped publishing
+    assert json.loads(invoke(env, "status", "--json").stdout)["nodes"]["total"] == 6

@@ -148,20 +148,3 @@ def update_cluster_state(
         }[current]
         events.emit(kind, f"cluster {current}: {why}", was=before or "", reason=why)
     return current
-
-
-def pool_summary(state: GridState) -> dict[str, dict[str, object]]:
-    """Per pool: desired, running, other counts and the last reconcile shortfall."""
-    desired = state.desired()
-    status = state.pool_status()
-    out: dict[str, dict[str, object]] = {}
-    for node in state.nodes():
-        entry = out.setdefault(node.pool, {"desired": desired.get(node.pool), "nodes": {}})
-        counts = entry["nodes"]
-        assert isinstance(counts, dict)
-        counts[node.status] = counts.get(node.status, 0) + 1
-    for pool, want in desired.items():
-        out.setdefault(pool, {"desired": want, "nodes": {}})
-    for pool, entry in out.items():
-        entry["shortfall"] = status.get(pool, {}).get("shortfall", 0)
-    return out

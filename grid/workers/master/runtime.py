@@ -30,6 +30,7 @@ from grid.core.tasknames import TaskName
 from grid.workers.master.autoscaling import placement_rules, run_autoscaler
 from grid.workers.master.monitor import check_agents, update_cluster_state
 from grid.workers.master.reconciler import apply_plan, next_deadline, plan
+from grid.workers.master.report import build_report
 from grid.workers.master.view import FleetView
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,8 @@ class MasterRuntime:
             self.view.refresh()
             agents, nodes = self.view.agent_list(), self.view.node_list()
         cluster = update_cluster_state(self.state, self.events, agents, nodes)
+        report = build_report(agents, nodes, self.state.desired(), self.state.pool_status())
+        self.state.publish_summary(report, time.time())
         return {"transitions": len(changes), "cluster": cluster}
 
     def autoscale_tick(self) -> dict[str, Any]:
