@@ -84,23 +84,27 @@ def check_agents(
 
 
 def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -> int:
-    count = 0
+    """Mark an offline agent's active nodes lost (stopping ones are simply removed), with
+    their events, in one pipeline: the cost is that agent's nodes, one round trip."""
+    pipe = state.pipeline()
+    lost: list[NodeRecord] = []
     for node in nodes:
         if node.status == NodeStatus.STOPPING:
-            state.delete_node(node.agent_id, node.node_id)  # was going away anyway
-            continue
-        if not node.active:
-            continue
-        state.update_node(node.agent_id, node.node_id, status=NodeStatus.LOST)
+            state.delete_node(node.agent_id, node.node_id, pipe=pipe)  # was going away anyway
+        elif node.active:
+            lost.append(node)
+    for node in lost:
+        state.set_node_status(node.agent_id, [node.node_id], NodeStatus.LOST, pipe=pipe)
         events.emit(
             EventType.NODE_LOST,
             f"node {node.node_id} lost with its agent {node.agent_id}",
             agent_id=node.agent_id,
             node_id=node.node_id,
             pool=node.pool,
+            pipe=pipe,
         )
-        count += 1
-    return count
+    pipe.execute()
+    return len(lost)
 
 
 def cluster_state(
