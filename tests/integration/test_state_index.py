@@ -101,3 +101,32 @@ def test_a_heartbeat_reads_only_its_own_agent(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.delete(naming.agent_key("a1"))
     assert state.heartbeat("a1", "token", ttl=5, now=125.0).outcome == "missing"
+
+
+def commandstats(client: redis.Redis[str]) -> dict[str, int]:
+    info = client.info("commandstats")
+    return {name: int(stats["calls"]) for name, stats in info.items()}
+
+
+def test_a_heartbeat_costs_the_same_whatever_the_size_of_the_grid(redis_url: str) -> None:
+    """Same Redis commands, same reply, with 10 or 5,000 other nodes in the grid."""
+    state = fresh_state(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    state.register_agent(AgentRecord(agent_id="a1"))
+    state.claim_agent_id("a1", "token", ttl=5)
+    state.create_nodes([node("mine", "a1", 1)])
+    costs = []
+    for others in (10, 5_000):
+        state.create_nodes([node(f"x{others}-{i}", f"o{i % 50}", i) for i in range(others)])
+        before = commandstats(client)
+        reply = state.heartbeat("a1", "token", ttl=5, now=1.0, node_count=1)
+        after = commandstats(client)
+        assert reply.placements == {"mine": ("1", "pending")}
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        delta.pop("cmdstat_info", None)
+        costs.append(delta)
+    assert costs[0] == costs[1]
+    # one EVAL (claim, record, own index inside it) and the heartbeat time; no SCRIPT EXISTS
+    assert sorted(costs[0]) == sorted(
+        f"cmdstat_{c}" for c in ("eval", "get", "pexpire", "exists", "hset", "hgetall", "zadd")
+    )
