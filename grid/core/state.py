@@ -171,7 +171,7 @@ class LuaScript:
 
     def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
         target = self.client if client is None else client
-        return target.eval(self.text, len(keys), *keys, *args)
+        return target.execute_command("EVAL", self.text, len(keys), *keys, *args)
 
 
 def owner_token() -> str:
