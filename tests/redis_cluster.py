@@ -17,11 +17,25 @@ from pathlib import Path
 
 import redis
 
-from grid.core.ports import free_port
+from grid.core.ports import PortAllocator, free_port
 from grid.core.redis_server import find_redis_server
 from tests.helpers import wait_for
 
 SLOTS = 16_384
+BUS_OFFSET = 10_000  # a cluster node also listens on its port + 10,000
+
+
+def cluster_port(allocator: PortAllocator) -> int:
+    """A free port whose cluster bus port (port + 10,000) is free too (the allocator's range
+    keeps both under 65,536)."""
+    for _ in range(200):
+        port = allocator.allocate()
+        try:
+            free_port(port=port + BUS_OFFSET)
+        except OSError:
+            continue
+        return port
+    raise OSError("no free port pair for a cluster node")
 
 
 @dataclass
@@ -50,12 +64,13 @@ class RedisCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster(root: Path, primaries: int = 3, timeout: float = 30.0) -> RedisCluster:
+def start_cluster(root: Path, primaries: int = 3, timeout: float = 60.0) -> RedisCluster:
     cluster = RedisCluster(root)
     binary = find_redis_server()
+    ports = PortAllocator("127.0.0.1", port_range=(20_000, 50_000))
     try:
         for i in range(primaries):
-            port = free_port()
+            port = cluster_port(ports)
             folder = root / f"n{i}"
             folder.mkdir(parents=True)
             cluster.ports.append(port)
