@@ -70,7 +70,7 @@ def agent_lock_key(agent_id: str) -> str:
 
 
 def agent_nodes_key(agent_id: str) -> str:
-    """Hash node id -> "<generation>:<status>" of every node placed on the agent: the
+    """Hash node id -> "<generation>:<status>:<pool>" of every node placed on the agent: the
     per-agent index, written in the same script as each node record."""
     return f"{agent_tag(agent_id)}:nodes"
 
@@ -130,11 +130,6 @@ def leader_info_key() -> str:
 
 def cluster_state_key() -> str:
     return f"{PREFIX}:cluster-state"
-
-
-def summary_key() -> str:
-    """JSON of the leader's last status report (counts by status and pool), with its time."""
-    return f"{PREFIX}:summary"
 
 
 def generation_key() -> str:

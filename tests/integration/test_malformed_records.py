@@ -19,7 +19,7 @@ from tests.helpers import wait_for
 def plant_bad_records(grid: LocalGrid) -> None:
     bogus = naming.node_key("agent-1", "bogus")
     grid.client.hset(bogus, mapping={"node_id": "bogus", "agent_id": "agent-1", "port": "abc"})
-    grid.client.hset(naming.agent_nodes_key("agent-1"), "bogus", "0:running")
+    grid.client.hset(naming.agent_nodes_key("agent-1"), "bogus", "0:running:default")
     grid.client.hset(naming.node_agents_key(), "bogus", "agent-1")
     grid.client.hset(naming.agent_key("rogue"), mapping={"agent_id": "rogue", "max_nodes": "x"})
     grid.client.sadd(naming.agents_key(), "rogue")

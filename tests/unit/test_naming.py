@@ -32,7 +32,6 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.leader_info_key, (), "grid:leader-info"),
     (naming.cluster_state_key, (), "grid:cluster-state"),
     (naming.generation_key, (), "grid:generation"),
-    (naming.summary_key, (), "grid:summary"),
     (naming.policies_key, (), "grid:policies"),
     (naming.policy_state_key, ("web",), "grid:policy-state:web"),
     (naming.decisions_key, ("web",), "grid:decisions:web"),

@@ -6,7 +6,15 @@ import logging
 
 import pytest
 
-from grid.core.state import AgentRecord, AgentStatus, NodeRecord, NodeStatus, decode_record
+from grid.core.state import (
+    AgentRecord,
+    AgentStatus,
+    NodeRecord,
+    NodeStatus,
+    decode_record,
+    index_entry,
+    split_entry,
+)
 
 
 def test_a_node_record_round_trips_through_its_hash_with_types() -> None:
@@ -50,3 +58,10 @@ def test_a_malformed_hash_is_skipped_with_a_warning(
 def test_unknown_fields_are_ignored_and_empty_means_default() -> None:
     rec = decode_record(NodeRecord, "k", {"node_id": "n", "pid": "", "extra": "x"})
     assert rec is not None and rec.pid is None
+
+
+def test_index_entries_carry_generation_status_and_pool() -> None:
+    rec = NodeRecord(node_id="n", agent_id="a", pool="web", generation=7, status="running")
+    assert index_entry(rec) == "7:running:web"
+    assert split_entry(index_entry(rec)) == ("7", "running", "web")
+    assert split_entry("7:running") is None  # not an entry: skipped by readers

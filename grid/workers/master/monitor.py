@@ -16,6 +16,7 @@ from grid.core.state import (
     AgentStatus,
     ClusterState,
     GridState,
+    NodeCensus,
     NodeRecord,
     NodeStatus,
 )
@@ -108,7 +109,7 @@ def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -
 
 
 def cluster_state(
-    agents: Sequence[AgentRecord], desired: dict[str, int], nodes: Sequence[NodeRecord]
+    agents: Sequence[AgentRecord], desired: dict[str, int], census: NodeCensus
 ) -> tuple[ClusterState, str]:
     """(the cluster's state, why).
 
@@ -118,9 +119,9 @@ def cluster_state(
     want = sum(desired.values())
     on_the_way = {NodeStatus.RUNNING, NodeStatus.PENDING, NodeStatus.STARTING}
     running = {p: 0 for p in desired}
-    for node in nodes:
-        if node.status in on_the_way and node.pool in running:
-            running[node.pool] += 1
+    for (pool, status), count in census.by_pool_status.items():
+        if status in on_the_way and pool in running:
+            running[pool] += count
     online = [a for a in agents if a.status == AgentStatus.ONLINE]
     if want and not online:
         return ClusterState.CRITICAL, "no agent is online"
@@ -138,10 +139,10 @@ def update_cluster_state(
     state: GridState,
     events: EventLog,
     agents: Sequence[AgentRecord],
-    nodes: Sequence[NodeRecord],
+    census: NodeCensus,
 ) -> str:
     """Record the cluster's state from the master's view; an event on each transition."""
-    current, why = cluster_state(agents, state.desired(), nodes)
+    current, why = cluster_state(agents, state.desired(), census)
     before = state.cluster_state()
     if before != current:
         state.set_cluster_state(current)

@@ -25,12 +25,11 @@ from grid.core.celery_app import app
 from grid.core.events import EventLog, EventType
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
-from grid.core.state import AgentStatus, GridState, owner_token
+from grid.core.state import AgentStatus, GridState, NodeCensus, owner_token
 from grid.core.tasknames import TaskName
 from grid.workers.master.autoscaling import placement_rules, run_autoscaler
 from grid.workers.master.monitor import check_agents, update_cluster_state
 from grid.workers.master.reconciler import apply_plan, next_deadline, plan
-from grid.workers.master.report import build_report
 from grid.workers.master.view import FleetView
 
 log = logging.getLogger(__name__)
@@ -252,9 +251,7 @@ class MasterRuntime:
         with self._reconcile_lock:  # the view is shared with reconcile
             self.view.refresh()
             agents, nodes = self.view.agent_list(), self.view.node_list()
-        cluster = update_cluster_state(self.state, self.events, agents, nodes)
-        report = build_report(agents, nodes, self.state.desired(), self.state.pool_status())
-        self.state.publish_summary(report, time.time())
+        cluster = update_cluster_state(self.state, self.events, agents, NodeCensus.of(nodes))
         return {"transitions": len(changes), "cluster": cluster}
 
     def autoscale_tick(self) -> dict[str, Any]:
