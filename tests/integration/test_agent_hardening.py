@@ -95,3 +95,38 @@ def test_an_escaping_node_record_runs_nothing(
     assert not escaped.exists()
     assert not any(tmp_path.parent.glob("escaped*"))
     assert agent.procs[AGENT].poll() is None
+
+
+#: raw entries an outsider can LPUSH on a queue: not JSON, not UTF-8, JSON of the wrong shape,
+#: an envelope whose body cannot be decoded
+RAW_ENTRIES: tuple[bytes, ...] = (
+    b"not json at all",
+    b"\xff\xfe\x00garbage",
+    b"[1, 2, 3]",
+    b'"a string"',
+    b"{}",
+    b'{"properties": {"delivery_tag": "x", "body_encoding": "base64"}, "body": "!!!"}',
+    b'{"properties": {"delivery_tag": "y"}, "body": "{]", "content-type": "application/json",'
+    b' "content-encoding": "utf-8", "headers": {}}',
+)
+
+
+def test_raw_entries_on_the_agent_queue_are_dropped_and_the_worker_serves_on(
+    agent: LocalGrid, app: Celery
+) -> None:
+    record = agent.state.agent(AGENT)
+    assert record is not None
+    pid = record.pid
+    queue = naming.agent_queue(AGENT)
+    for entry in RAW_ENTRIES:
+        agent.client.lpush(queue, entry)  # type: ignore[arg-type]
+    wait_for(lambda: agent.client.llen(queue) == 0, 30, what="the raw entries consumed")
+    # the next task is still served, by the same worker that read the garbage
+    result = app.send_task(TaskName.PING_AGENT, [0.0], queue=queue)
+    assert result.get(timeout=30)["sent_at"] == 0.0
+    log = agent.log(AGENT)
+    assert "died" not in log and "Unrecoverable" not in log, log[-2000:]
+    assert log.count("dropped an unreadable message") >= 4
+    assert agent.procs[AGENT].poll() is None
+    after = agent.state.agent(AGENT)
+    assert after is not None and after.pid == pid
