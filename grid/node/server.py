@@ -28,11 +28,11 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from grid.node.httpguard import GuardedHandler, GuardedServer
 from grid.node.prom import escape_label_value, format_sample, format_value, is_metric_name
 
 # Must match grid.platforms.process.READY_FD_ENV (not imported: it pulls in psutil).
@@ -48,6 +48,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # under the agents' default 5 s SIGTERM-to-SIGKILL grace (settings.stop_grace).
 DRAIN_TIMEOUT = 4.0
 IDLE_TIMEOUT = 60.0  # seconds before an idle keep-alive connection is dropped
+MAX_CONNECTIONS = 128  # open connections served at once; more get 503 and are closed
+HEAD_TIMEOUT = 10.0  # seconds for a request line and headers, from their first byte
 SERVE_POLL = 1.0  # stop requests interrupt select() at once; this is only a backstop
 
 
@@ -275,13 +277,21 @@ def process_families(started_wall: float) -> list[Family]:
     return families
 
 
-class NodeServer(ThreadingHTTPServer):
+class NodeServer(GuardedServer):
     """The HTTP server plus everything the handlers share."""
 
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, host: str, port: int, node_id: str, store: Store, access_log: bool) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        node_id: str,
+        store: Store,
+        access_log: bool,
+        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float = HEAD_TIMEOUT,
+    ) -> None:
+        self.max_connections = max_connections
+        self.head_timeout = head_timeout
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.node_id = node_id
         self.store = store
@@ -335,12 +345,15 @@ class NodeServer(ThreadingHTTPServer):
 Route = Callable[["NodeHandler", str], None]
 
 
-class NodeHandler(BaseHTTPRequestHandler):
+class NodeHandler(GuardedHandler):
     server: NodeServer
     protocol_version = "HTTP/1.1"
     server_version = "grid-node"
     timeout = IDLE_TIMEOUT
     _code = 0
+    _length: int | None = None  # the request's Content-Length, once checked
+    _unread = 0  # body bytes not read yet: the connection cannot be reused while any remain
+    _expects_continue = False  # the client waits for "100 Continue" before its body
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -366,7 +379,8 @@ class NodeHandler(BaseHTTPRequestHandler):
         start = time.perf_counter()
         self._code = 0
         try:
-            self._route()
+            if self._framing_ok():
+                self._route()
         except StoreError as exc:
             self._error(500, f"storage error: {exc}")
         except Exception:
@@ -375,8 +389,36 @@ class NodeHandler(BaseHTTPRequestHandler):
             raise
         finally:
             metrics.end(self.command, self._code, time.perf_counter() - start)
-        if self.server.stopping:
-            self.close_connection = True
+        if self.server.stopping or self._unread:
+            self.close_connection = True  # an unread body would be parsed as a request
+
+    def _framing_ok(self) -> bool:
+        """Check how the body is delimited, before anything else; else 400/411, closed.
+
+        Only Content-Length bodies are served: with Transfer-Encoding as well the two could
+        disagree on where the body ends (request smuggling), and a chunked body alone is
+        refused rather than read as the next request.
+        """
+        self._length, self._unread = None, 0
+        lengths = self.headers.get_all("Content-Length") or []
+        if "Transfer-Encoding" in self.headers:
+            if lengths:
+                self._error(400, "Transfer-Encoding with Content-Length", connection="close")
+            else:
+                self._error(
+                    411, "chunked bodies are not served: send Content-Length", connection="close"
+                )
+            return False
+        if len(lengths) > 1:
+            self._error(400, "more than one Content-Length", connection="close")
+            return False
+        if lengths:
+            raw = lengths[0].strip()
+            if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() is True
+                self._error(400, "invalid Content-Length", connection="close")
+                return False
+            self._length = self._unread = int(raw)
+        return True
 
     def _route(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -420,35 +462,36 @@ class NodeHandler(BaseHTTPRequestHandler):
         self._error(code, message or self.responses.get(code, ("error",))[0], connection="close")
 
     def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before the client sends it (curl asks for large PUTs)."""
-        length = self.headers.get("Content-Length", "")
-        if length.strip().isdigit() and int(length) > MAX_VALUE_BYTES:
-            self._error(413, f"body over {MAX_VALUE_BYTES} bytes", connection="close")
-            return False
-        return super().handle_expect_100()
+        """Answer "100 Continue" only once the route is about to read the body (`_read_body`):
+        a request refused first (404, 405, 413, ...) gets its final answer, and the client
+        never sends the body (curl asks this for large PUTs)."""
+        self._expects_continue = True
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or None after answering 400/411/413 (or if the client left)."""
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self._error(411, "Content-Length required")
+        """The request body, or None after answering 411/413 (or if the client left).
+
+        Content-Length was checked by `_framing_ok`; a refused body is never read, and
+        `_dispatch` closes the connection instead.
+        """
+        length = self._length
+        if length is None:
+            self._error(411, "Content-Length required", connection="close")
             return None
-        if not raw.strip().isdigit():
-            self._error(400, "invalid Content-Length")
-            return None
-        length = int(raw)
-        if length > limit:  # the unread body cannot be skipped: close the connection
+        if length > limit:
             self._error(413, f"body over {limit} bytes", connection="close")
             return None
+        if self._expects_continue:
+            self._expects_continue = False
+            self.send_response_only(100)
+            self.end_headers()
         body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            return None
-        return body
+        self._unread = length - len(body)
+        return body if not self._unread else None
 
     # ---- routes --------------------------------------------------------------------------
 
@@ -556,6 +599,19 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -569,6 +625,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--node-id", type=_non_empty, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--access-log", action="store_true", help="log each request on stderr")
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=MAX_CONNECTIONS,
+        help="open connections served at once; more get 503",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=_positive(float),
+        default=HEAD_TIMEOUT,
+        help="seconds a request line and headers may take",
+    )
     return parser.parse_args(argv)
 
 
@@ -619,7 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     _install_stop_handlers(state)
     try:
         server = state["server"] = NodeServer(
-            args.host, args.port, args.node_id, Store(args.data_dir), args.access_log
+            args.host,
+            args.port,
+            args.node_id,
+            Store(args.data_dir),
+            args.access_log,
+            args.max_connections,
+            args.head_timeout,
         )
         report_ready(server)
         server.serve_forever(poll_interval=SERVE_POLL)
