@@ -62,7 +62,11 @@ class StoreError(Exception):
 
 
 def write_atomic(path: str, data: bytes, sync: bool = False) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+    """Write `data` to `path` through a temporary file and a rename.
+
+    With `sync`, the file is fsynced before the rename and its directory after it: only
+    then does the new name survive a crash (the rename is an entry of the directory).
+    """
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         with open(tmp, "wb") as fh:
@@ -74,6 +78,17 @@ def write_atomic(path: str, data: bytes, sync: bool = False) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    if sync:
+        sync_dir(os.path.dirname(path))
+
+
+def sync_dir(path: str) -> None:
+    """fsync a directory, so that the renames and unlinks done in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -86,7 +101,8 @@ class Store:
 
     A file is named by the SHA-256 of its key (any key fits any filesystem) and holds
     MAGIC, the key length (2 bytes), the key, then the value. Writes are fsynced and
-    renamed into place, so a crash leaves the old or the new value, never a torn one.
+    renamed into place, so a crash leaves the old or the new value, never a torn one; the
+    directory is fsynced after each rename and unlink, before the request is answered.
     """
 
     MAGIC = b"GKV1"
@@ -166,7 +182,7 @@ class Store:
         return old is None
 
     def delete(self, key: bytes) -> bool:
-        """Remove the key; False if it was missing."""
+        """Remove the key, durably (the directory is fsynced); False if it was missing."""
         with self._lock:
             size = self._sizes.get(key)
             if size is None:
@@ -177,6 +193,10 @@ class Store:
                 raise StoreError(str(exc)) from exc
             del self._sizes[key]
             self._bytes -= size
+        try:
+            sync_dir(self.dir)
+        except OSError as exc:
+            raise StoreError(str(exc)) from exc
         return True
 
 

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from grid.core.ports import free_port
 from grid.node.server import LATENCY_BUCKETS, MAX_VALUE_BYTES, READY_FD_ENV
 from grid.platforms.process import READY_FD_ENV as PLATFORM_READY_FD_ENV
 from tests.helpers import series_by_key, wait_for
@@ -616,3 +617,49 @@ def test_start_path_imports_no_heavy_modules() -> None:
         "grid.node.prom",
         "grid.node.httpguard",  # stdlib only, like the rest
     }
+
+
+# ---- durability -----------------------------------------------------------------------------
+
+# Runs grid-node with an audit hook that logs, in order, every rename, unlink and open of a
+# directory the real server does (fsync itself has no audit event; the open of the directory
+# is the only way to fsync it, and the server closes it right after).
+AUDITED_NODE = """
+import os, sys
+log = open(sys.argv[1], "a", buffering=1)
+def hook(event, args):
+    if event in ("os.rename", "os.remove"):
+        log.write(f"{event} {os.path.basename(str(args[0]))}\\n")
+    elif event == "open" and isinstance(args[0], str) and args[2] & os.O_DIRECTORY:
+        log.write(f"opendir {args[0]}\\n")
+sys.addaudithook(hook)
+from grid.node.server import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_every_put_and_delete_syncs_the_directory_after_changing_it(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.log"
+    data = tmp_path / "data"
+    port = free_port()
+    argv = ["--port", str(port), "--data-dir", str(data), "--node-id", "durable"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AUDITED_NODE, str(audit), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        node = Node(proc, port, data, tmp_path / "unused.log")
+        wait_for(lambda: audit.exists() and "node.json" in audit.read_text(), 15, what="start")
+        start = len(audit.read_text().splitlines())
+        assert node.request("PUT", "/kv/a", b"1").status == 201
+        assert node.request("PUT", "/kv/a", b"2").status == 204
+        assert node.request("DELETE", "/kv/a").status == 204
+        lines = audit.read_text().splitlines()[start:]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    kv = f"opendir {data / 'kv'}"
+    events = [line if line.startswith("opendir") else line.split()[0] for line in lines]
+    # each change of the directory is followed by its sync, before the answer
+    assert events == ["os.rename", kv, "os.rename", kv, "os.remove", kv], lines
