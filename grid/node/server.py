@@ -7,7 +7,8 @@ written here by hand and not with prometheus_client (its import cost is in grid.
     PUT/GET/DELETE /kv/{key}    raw bytes, one file per key under <data-dir>/kv/
     GET /health                 JSON status with key and byte counts
     GET /metrics                Prometheus text format 0.0.4
-    PUT/DELETE /gauges/{name}   custom gauges (a float body), exposed in /metrics
+    PUT/DELETE /gauges/{name}   custom gauges (a float body), exposed in /metrics; at most
+                                MAX_GAUGES of them (409 for one more)
 
 With `--port 0` the kernel picks the port; it is reported on the pipe named by
 GRID_READY_FD (if set) and always in <data-dir>/node.json, both once the socket listens.
@@ -42,6 +43,7 @@ DESCRIPTION = "grid-node: a small key-value storage server over HTTP"
 MAX_KEY_BYTES = 200
 MAX_VALUE_BYTES = 16 * 1024 * 1024
 MAX_GAUGE_BODY = 64
+MAX_GAUGES = 100  # custom gauges per node: each becomes series (and Redis keys) downstream
 RESERVED_GAUGE_PREFIXES = ("grid_node_", "process_")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds granted to in-flight requests on SIGTERM/SIGINT (an idle node exits at once);
@@ -231,9 +233,13 @@ class Metrics:
         with self._cond:
             return self._cond.wait_for(lambda: self.inflight == 0, timeout)
 
-    def set_gauge(self, name: str, value: float) -> None:
+    def set_gauge(self, name: str, value: float) -> bool:
+        """Set a gauge; False (and nothing set) if it is new and MAX_GAUGES exist."""
         with self._cond:
+            if name not in self.gauges and len(self.gauges) >= MAX_GAUGES:
+                return False
             self.gauges[name] = value
+            return True
 
     def delete_gauge(self, name: str) -> bool:
         with self._cond:
@@ -579,8 +585,10 @@ class NodeHandler(GuardedHandler):
         except (UnicodeDecodeError, ValueError):
             self._error(400, "body must be a float")
             return
-        self.server.metrics.set_gauge(name, value)
-        self._send(204)
+        if self.server.metrics.set_gauge(name, value):
+            self._send(204)
+        else:
+            self._error(409, f"at most {MAX_GAUGES} custom gauges: delete one first")
 
     def _gauge_delete(self, raw: str) -> None:
         name = self._gauge_name(raw)

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grid.core.ports import free_port
-from grid.node.server import LATENCY_BUCKETS, MAX_VALUE_BYTES, READY_FD_ENV
+from grid.node.server import LATENCY_BUCKETS, MAX_GAUGES, MAX_VALUE_BYTES, READY_FD_ENV
 from grid.platforms.process import READY_FD_ENV as PLATFORM_READY_FD_ENV
 from tests.helpers import series_by_key, wait_for
 
@@ -387,6 +387,17 @@ def test_custom_gauges(node: Node) -> None:
     assert node.request("DELETE", "/gauges/queue_depth").status == 204
     assert "queue_depth" not in node.metrics()
     assert node.request("DELETE", "/gauges/queue_depth").status == 404
+
+
+def test_custom_gauges_are_capped(node: Node) -> None:
+    for i in range(MAX_GAUGES):
+        assert node.request("PUT", f"/gauges/g{i}", b"1").status == 204
+    over = node.request("PUT", "/gauges/one_more", b"1")
+    assert over.status == 409 and str(MAX_GAUGES) in str(over.json()["error"])
+    assert node.request("PUT", "/gauges/g0", b"2").status == 204  # an existing one: updated
+    assert node.metrics()["g0"] == 2 and "one_more" not in node.metrics()
+    assert node.request("DELETE", "/gauges/g1").status == 204
+    assert node.request("PUT", "/gauges/one_more", b"1").status == 204  # room again
 
 
 # ---- hostile and odd clients -----------------------------------------------------------------
