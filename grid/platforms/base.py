@@ -188,7 +188,7 @@ class Platform(ABC):
 
         Adapters whose exit watch already covers every labelled workload need nothing here.
         """
-        return  # the default watch polls `status` of every node the agent names
+        check_id(node_id)  # overrides are checked by __init_subclass__; this default too
 
     def watch(self, node_ids: Callable[[], builtins.list[str]], on_exit: ExitCallback) -> None:
         """Call `on_exit` when a watched workload ends.
