@@ -15,7 +15,9 @@ Layout (keys from grid.core.naming), chosen so an evaluation reads O(window), no
   ``<minute>:<total>``, plus a ``sealed`` member scored with the last sealed minute), so a
   forecast reads one range plus the last minute or two: O(history) once, then O(1) hashes
   per evaluation, and never O(nodes).
-* ``pool_metric_names_key(pool)`` and ``metric_pools_key()`` - what exists, for `grid metrics`.
+* ``pool_metric_names_key(pool)`` (sorted set, score = last write, trimmed and expiring with
+  `retention`) and ``metric_pools_key()`` (set, expiring with the history) - what exists, for
+  `grid metrics`.
 
 Window aggregates over (now - window, now]: ``avg``/``min``/``max``/``p95`` over every node
 sample; ``sum`` is the pool total (per source the mean of its per-tick totals, summed over
@@ -357,9 +359,13 @@ class MetricsStore:
             pipe.hincrbyfloat(hist, total_field, part.total)
             pipe.hincrby(hist, ticks_field, 1)
             pipe.pexpire(hist, keep_history)
-        if values:
-            pipe.sadd(pool_metric_names_key(pool), *values)
+        if values:  # names scored by their last write: a name unwritten for `retention` goes
+            names = pool_metric_names_key(pool)
+            pipe.zadd(names, dict.fromkeys(values, ts))
+            pipe.zremrangebyscore(names, "-inf", f"({ts - self.retention}")
+            pipe.pexpire(names, int(self.retention * 1000))
             pipe.sadd(metric_pools_key(), pool)
+            pipe.pexpire(metric_pools_key(), keep_history)
 
     # -- reads (MetricsSource) --
 
@@ -423,7 +429,7 @@ class MetricsStore:
         return sorted(as_text(p) for p in self.client.smembers(metric_pools_key()))
 
     def metric_names(self, pool: str) -> list[str]:
-        return sorted(as_text(m) for m in self.client.smembers(pool_metric_names_key(pool)))
+        return sorted(as_text(m) for m in self.client.zrange(pool_metric_names_key(pool), 0, -1))
 
     def pool_summary(self, pool: str, window: float, now: float) -> dict[str, dict[str, Any]]:
         """Every metric of a pool over the window: avg, max, min, sum, p95, nodes, samples."""

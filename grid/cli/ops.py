@@ -42,6 +42,11 @@ def leader(state: GridState) -> str | None:
 def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> None:
     """Set the desired size of a pool; the master places or stops nodes to match."""
     _check_pool(pool)
+    limit = ctx.settings.max_pool_size
+    if nodes > limit:
+        raise ConfigError(
+            f"--nodes {nodes} is over the maximum pool size {limit} (GRID_MAX_POOL_SIZE)"
+        )
     state = ctx.state
     before = state.desired().get(pool)
     state.set_desired(pool, nodes)

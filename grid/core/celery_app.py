@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from grid.core import naming
+from grid.core.broker import transport_for
 
 app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
 
@@ -19,6 +20,7 @@ VISIBILITY_TIMEOUT = 3600
 def configure(redis_url: str) -> Celery:
     app.conf.update(
         broker_url=redis_url,
+        broker_transport=transport_for(redis_url),  # drops unreadable queue entries
         result_backend=redis_url,
         task_serializer="json",
         result_serializer="json",

@@ -59,6 +59,16 @@ class SpawnError(PlatformError):
     """A node could not be started (bad command or image, no health in time)."""
 
 
+class UnsafeInputError(PlatformError, ConfigError):
+    """Refused: an id that is not DNS-label shaped, or a path that would leave its root.
+
+    Never temporary: a message carrying one is forged or corrupt, and is reported
+    (event `security_violation`), not retried.
+    """
+
+    exit_code = 2
+
+
 class MissingExtraError(PlatformError, ConfigError):
     """An optional dependency of an adapter is not installed."""
 

@@ -50,6 +50,7 @@ class EventType(StrEnum):
     LEADER_ELECTED = "leader_elected"
     PROCESS_RESTARTED = "process_restarted"  # a child of `grid up` died and was started again
     SCALING_DECISION = "scaling_decision"
+    SECURITY_VIOLATION = "security_violation"  # an unsafe id or path refused (UnsafeInputError)
 
 
 EVENT_TYPES = tuple(e.value for e in EventType)

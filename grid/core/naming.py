@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
+
+from grid.core.errors import UnsafeInputError
 
 PREFIX = "grid"
 MASTER_QUEUE = "grid.master"
@@ -26,6 +29,24 @@ LABEL_PORT = "grid.port"  # where a workload listens, for adoption by a restarte
 def valid_id(value: str) -> bool:
     """Ids are DNS-label shaped so they fit container, pod and unit names on every platform."""
     return bool(_ID_RE.fullmatch(value))  # fullmatch: "$" would accept a trailing newline
+
+
+def check_id(value: object, what: str = "node id") -> str:
+    """`value` if it is a valid id; UnsafeInputError otherwise (it may come from a message)."""
+    if isinstance(value, str) and valid_id(value):
+        return value
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise UnsafeInputError(
+        f"{what} {shown} is not a valid id (1-63 of a-z, 0-9 and '-', alphanumeric at both ends)"
+    )
+
+
+def check_ids(values: object, what: str = "node ids") -> list[str]:
+    """A list of valid ids, checked like `check_id`; anything else is UnsafeInputError."""
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        raise UnsafeInputError(f"{what} must be a list of ids, got {type(values).__name__}")
+    return [check_id(v, what.removesuffix("s")) for v in values]
 
 
 def agent_queue(agent_id: str) -> str:

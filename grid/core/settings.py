@@ -50,6 +50,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="seconds between the leader's full re-reads of every record"
     )
     stop_grace: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL, seconds")
+    max_pool_size: int = Field(100_000, ge=1, description="largest desired size of one pool")
     agent_concurrency: int = Field(8, ge=1, le=64, description="agent task threads")
 
     restart_backoff_base: float = Field(1.0, gt=0, description="first restart delay, seconds")

@@ -7,7 +7,8 @@ written here by hand and not with prometheus_client (its import cost is in grid.
     PUT/GET/DELETE /kv/{key}    raw bytes, one file per key under <data-dir>/kv/
     GET /health                 JSON status with key and byte counts
     GET /metrics                Prometheus text format 0.0.4
-    PUT/DELETE /gauges/{name}   custom gauges (a float body), exposed in /metrics
+    PUT/DELETE /gauges/{name}   custom gauges (a float body), exposed in /metrics; at most
+                                MAX_GAUGES of them (409 for one more)
 
 With `--port 0` the kernel picks the port; it is reported on the pipe named by
 GRID_READY_FD (if set) and always in <data-dir>/node.json, both once the socket listens.
@@ -28,11 +29,11 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from grid.node.httpguard import GuardedHandler, GuardedServer
 from grid.node.prom import escape_label_value, format_sample, format_value, is_metric_name
 
 # Must match grid.platforms.process.READY_FD_ENV (not imported: it pulls in psutil).
@@ -42,12 +43,15 @@ DESCRIPTION = "grid-node: a small key-value storage server over HTTP"
 MAX_KEY_BYTES = 200
 MAX_VALUE_BYTES = 16 * 1024 * 1024
 MAX_GAUGE_BODY = 64
+MAX_GAUGES = 100  # custom gauges per node: each becomes series (and Redis keys) downstream
 RESERVED_GAUGE_PREFIXES = ("grid_node_", "process_")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds granted to in-flight requests on SIGTERM/SIGINT (an idle node exits at once);
 # under the agents' default 5 s SIGTERM-to-SIGKILL grace (settings.stop_grace).
 DRAIN_TIMEOUT = 4.0
 IDLE_TIMEOUT = 60.0  # seconds before an idle keep-alive connection is dropped
+MAX_CONNECTIONS = 128  # open connections served at once; more get 503 and are closed
+HEAD_TIMEOUT = 10.0  # seconds for a request line and headers, from their first byte
 SERVE_POLL = 1.0  # stop requests interrupt select() at once; this is only a backstop
 
 
@@ -60,7 +64,11 @@ class StoreError(Exception):
 
 
 def write_atomic(path: str, data: bytes, sync: bool = False) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+    """Write `data` to `path` through a temporary file and a rename.
+
+    With `sync`, the file is fsynced before the rename and its directory after it: only
+    then does the new name survive a crash (the rename is an entry of the directory).
+    """
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         with open(tmp, "wb") as fh:
@@ -72,6 +80,17 @@ def write_atomic(path: str, data: bytes, sync: bool = False) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    if sync:
+        sync_dir(os.path.dirname(path))
+
+
+def sync_dir(path: str) -> None:
+    """fsync a directory, so that the renames and unlinks done in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -84,7 +103,8 @@ class Store:
 
     A file is named by the SHA-256 of its key (any key fits any filesystem) and holds
     MAGIC, the key length (2 bytes), the key, then the value. Writes are fsynced and
-    renamed into place, so a crash leaves the old or the new value, never a torn one.
+    renamed into place, so a crash leaves the old or the new value, never a torn one; the
+    directory is fsynced after each rename and unlink, before the request is answered.
     """
 
     MAGIC = b"GKV1"
@@ -164,7 +184,7 @@ class Store:
         return old is None
 
     def delete(self, key: bytes) -> bool:
-        """Remove the key; False if it was missing."""
+        """Remove the key, durably (the directory is fsynced); False if it was missing."""
         with self._lock:
             size = self._sizes.get(key)
             if size is None:
@@ -175,6 +195,10 @@ class Store:
                 raise StoreError(str(exc)) from exc
             del self._sizes[key]
             self._bytes -= size
+        try:
+            sync_dir(self.dir)
+        except OSError as exc:
+            raise StoreError(str(exc)) from exc
         return True
 
 
@@ -209,9 +233,13 @@ class Metrics:
         with self._cond:
             return self._cond.wait_for(lambda: self.inflight == 0, timeout)
 
-    def set_gauge(self, name: str, value: float) -> None:
+    def set_gauge(self, name: str, value: float) -> bool:
+        """Set a gauge; False (and nothing set) if it is new and MAX_GAUGES exist."""
         with self._cond:
+            if name not in self.gauges and len(self.gauges) >= MAX_GAUGES:
+                return False
             self.gauges[name] = value
+            return True
 
     def delete_gauge(self, name: str) -> bool:
         with self._cond:
@@ -275,13 +303,21 @@ def process_families(started_wall: float) -> list[Family]:
     return families
 
 
-class NodeServer(ThreadingHTTPServer):
+class NodeServer(GuardedServer):
     """The HTTP server plus everything the handlers share."""
 
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, host: str, port: int, node_id: str, store: Store, access_log: bool) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        node_id: str,
+        store: Store,
+        access_log: bool,
+        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float = HEAD_TIMEOUT,
+    ) -> None:
+        self.max_connections = max_connections
+        self.head_timeout = head_timeout
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.node_id = node_id
         self.store = store
@@ -335,12 +371,15 @@ class NodeServer(ThreadingHTTPServer):
 Route = Callable[["NodeHandler", str], None]
 
 
-class NodeHandler(BaseHTTPRequestHandler):
+class NodeHandler(GuardedHandler):
     server: NodeServer
     protocol_version = "HTTP/1.1"
     server_version = "grid-node"
     timeout = IDLE_TIMEOUT
     _code = 0
+    _length: int | None = None  # the request's Content-Length, once checked
+    _unread = 0  # body bytes not read yet: the connection cannot be reused while any remain
+    _expects_continue = False  # the client waits for "100 Continue" before its body
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -366,7 +405,8 @@ class NodeHandler(BaseHTTPRequestHandler):
         start = time.perf_counter()
         self._code = 0
         try:
-            self._route()
+            if self._framing_ok():
+                self._route()
         except StoreError as exc:
             self._error(500, f"storage error: {exc}")
         except Exception:
@@ -375,8 +415,36 @@ class NodeHandler(BaseHTTPRequestHandler):
             raise
         finally:
             metrics.end(self.command, self._code, time.perf_counter() - start)
-        if self.server.stopping:
-            self.close_connection = True
+        if self.server.stopping or self._unread:
+            self.close_connection = True  # an unread body would be parsed as a request
+
+    def _framing_ok(self) -> bool:
+        """Check how the body is delimited, before anything else; else 400/411, closed.
+
+        Only Content-Length bodies are served: with Transfer-Encoding as well the two could
+        disagree on where the body ends (request smuggling), and a chunked body alone is
+        refused rather than read as the next request.
+        """
+        self._length, self._unread = None, 0
+        lengths = self.headers.get_all("Content-Length") or []
+        if "Transfer-Encoding" in self.headers:
+            if lengths:
+                self._error(400, "Transfer-Encoding with Content-Length", connection="close")
+            else:
+                self._error(
+                    411, "chunked bodies are not served: send Content-Length", connection="close"
+                )
+            return False
+        if len(lengths) > 1:
+            self._error(400, "more than one Content-Length", connection="close")
+            return False
+        if lengths:
+            raw = lengths[0].strip()
+            if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() is True
+                self._error(400, "invalid Content-Length", connection="close")
+                return False
+            self._length = self._unread = int(raw)
+        return True
 
     def _route(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -420,35 +488,36 @@ class NodeHandler(BaseHTTPRequestHandler):
         self._error(code, message or self.responses.get(code, ("error",))[0], connection="close")
 
     def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before the client sends it (curl asks for large PUTs)."""
-        length = self.headers.get("Content-Length", "")
-        if length.strip().isdigit() and int(length) > MAX_VALUE_BYTES:
-            self._error(413, f"body over {MAX_VALUE_BYTES} bytes", connection="close")
-            return False
-        return super().handle_expect_100()
+        """Answer "100 Continue" only once the route is about to read the body (`_read_body`):
+        a request refused first (404, 405, 413, ...) gets its final answer, and the client
+        never sends the body (curl asks this for large PUTs)."""
+        self._expects_continue = True
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or None after answering 400/411/413 (or if the client left)."""
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self._error(411, "Content-Length required")
+        """The request body, or None after answering 411/413 (or if the client left).
+
+        Content-Length was checked by `_framing_ok`; a refused body is never read, and
+        `_dispatch` closes the connection instead.
+        """
+        length = self._length
+        if length is None:
+            self._error(411, "Content-Length required", connection="close")
             return None
-        if not raw.strip().isdigit():
-            self._error(400, "invalid Content-Length")
-            return None
-        length = int(raw)
-        if length > limit:  # the unread body cannot be skipped: close the connection
+        if length > limit:
             self._error(413, f"body over {limit} bytes", connection="close")
             return None
+        if self._expects_continue:
+            self._expects_continue = False
+            self.send_response_only(100)
+            self.end_headers()
         body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            return None
-        return body
+        self._unread = length - len(body)
+        return body if not self._unread else None
 
     # ---- routes --------------------------------------------------------------------------
 
@@ -516,8 +585,10 @@ class NodeHandler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError):
             self._error(400, "body must be a float")
             return
-        self.server.metrics.set_gauge(name, value)
-        self._send(204)
+        if self.server.metrics.set_gauge(name, value):
+            self._send(204)
+        else:
+            self._error(409, f"at most {MAX_GAUGES} custom gauges: delete one first")
 
     def _gauge_delete(self, raw: str) -> None:
         name = self._gauge_name(raw)
@@ -556,6 +627,19 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -569,6 +653,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--node-id", type=_non_empty, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--access-log", action="store_true", help="log each request on stderr")
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=MAX_CONNECTIONS,
+        help="open connections served at once; more get 503",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=_positive(float),
+        default=HEAD_TIMEOUT,
+        help="seconds a request line and headers may take",
+    )
     return parser.parse_args(argv)
 
 
@@ -619,7 +715,13 @@ def main(argv: list[str] | None = None) -> int:
     _install_stop_handlers(state)
     try:
         server = state["server"] = NodeServer(
-            args.host, args.port, args.node_id, Store(args.data_dir), args.access_log
+            args.host,
+            args.port,
+            args.node_id,
+            Store(args.data_dir),
+            args.access_log,
+            args.max_connections,
+            args.head_timeout,
         )
         report_ready(server)
         server.serve_forever(poll_interval=SERVE_POLL)

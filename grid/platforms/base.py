@@ -7,6 +7,7 @@ It knows nothing of Redis, Celery or agents: the agent runtime drives it.
 from __future__ import annotations
 
 import builtins
+import functools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from grid.core.naming import check_id
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,23 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-PLACEHOLDERS = ("{port}", "{data_dir}", "{node_id}")
+PLACEHOLDERS = ("{port}", "{data_dir}", "{node_id}", "{host}")
 
 
-def node_argv(command: list[str], node_id: str, port: int, data_dir: str) -> list[str]:
+def node_argv(
+    command: list[str], node_id: str, port: int, data_dir: str, host: str = ""
+) -> list[str]:
     """The full argv of a node: placeholders filled in, or the standard flags appended.
 
     Every adapter calls this, with the port and data path as seen from inside its workload
-    (a container's `/data`, a host folder for a process).
+    (a container's `/data`, a host folder for a process). `host`, when given, is the address
+    the node must listen on (`--host`, or `{host}`).
     """
     if any(ph in arg for arg in command for ph in PLACEHOLDERS):
-        values = {"port": str(port), "data_dir": data_dir, "node_id": node_id}
+        values = {"port": str(port), "data_dir": data_dir, "node_id": node_id, "host": host}
         return [arg.format(**values) for arg in command]
-    return [*command, "--port", str(port), "--data-dir", data_dir, "--node-id", node_id]
+    listen = ["--host", host] if host else []
+    return [*command, "--port", str(port), "--data-dir", data_dir, "--node-id", node_id, *listen]
 
 
 @dataclass
@@ -102,13 +109,49 @@ class HostPortConfig(PlatformConfig):
         return value
 
 
+#: Methods taking a node id first, whose id every adapter's override has checked first.
+ID_METHODS = ("stop", "status", "logs", "adopt")
+
+
+def _checking_id(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Platform, node_id: object, *args: Any, **kwargs: Any) -> Any:
+        return method(self, check_id(node_id), *args, **kwargs)
+
+    return checked
+
+
+def _checking_spec(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Platform, spec: NodeSpec, *args: Any, **kwargs: Any) -> Any:
+        check_id(spec.node_id)
+        check_id(spec.agent_id, "agent id")
+        check_id(spec.pool, "pool")
+        return method(self, spec, *args, **kwargs)
+
+    return checked
+
+
 class Platform(ABC):
-    """Start, stop, inspect and find node workloads on one kind of infrastructure."""
+    """Start, stop, inspect and find node workloads on one kind of infrastructure.
+
+    Every adapter's `spawn`, `stop`, `status`, `logs` and `adopt` are wrapped when its class
+    is defined so that they first check the ids they are given (UnsafeInputError): no
+    adapter, present or future, can build a name or a path from an unchecked id.
+    """
 
     name: ClassVar[str]
     config_model: ClassVar[type[PlatformConfig]] = PlatformConfig
     #: Seconds between status polls for adapters that cannot be told of exits.
     watch_interval: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ID_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _checking_id(cls.__dict__[name]))
+        if "spawn" in cls.__dict__:
+            cls.spawn = _checking_spec(cls.__dict__["spawn"])  # type: ignore[method-assign]
 
     def __init__(self, config: PlatformConfig, agent_id: str) -> None:
         self.config = config
@@ -145,7 +188,7 @@ class Platform(ABC):
 
         Adapters whose exit watch already covers every labelled workload need nothing here.
         """
-        return  # the default watch polls `status` of every node the agent names
+        check_id(node_id)  # overrides are checked by __init_subclass__; this default too
 
     def watch(self, node_ids: Callable[[], builtins.list[str]], on_exit: ExitCallback) -> None:
         """Call `on_exit` when a watched workload ends.

@@ -67,6 +67,11 @@ class DockerConfig(HostPortConfig):
     api_timeout: float = Field(60.0, gt=0, description="seconds for one call to the daemon")
     network: str = Field("host", description="host, bridge, or a user-defined network")
     host: str = Field("127.0.0.1", description="address of the nodes in their endpoints")
+    publish_host: str | None = Field(
+        None,
+        description="host interface that published node ports are bound to on a non-host "
+        "network (an IP address; unset: `host`, loopback by default)",
+    )
     container_port: int = Field(
         8000, gt=0, lt=65536, description="port the node listens on inside a non-host network"
     )
@@ -254,7 +259,7 @@ class DockerPlatform(Platform):
                         labels=labels,
                         environment={**self.config.env, **spec.env},
                         network_mode=self.config.network,
-                        ports=None if host_mode else {f"{listen_port}/tcp": spec.port or None},
+                        ports=None if host_mode else self._published(listen_port, spec.port),
                         volumes=binds,
                         mem_limit=f"{spec.memory_mb}m" if spec.memory_mb else None,
                         nano_cpus=round(spec.cpus * 1e9) if spec.cpus else None,
@@ -315,6 +320,11 @@ class DockerPlatform(Platform):
                 return
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
+    def _published(self, listen_port: int, host_port: int) -> dict[str, tuple[str, int | None]]:
+        """Docker's port map: the node's port on one host interface only, never on all."""
+        interface = self.config.publish_host or self.config.host
+        return {f"{listen_port}/tcp": (interface, host_port or None)}
+
     def _free_port(self) -> int:
         try:
             return self._ports.allocate()
@@ -349,7 +359,7 @@ class DockerPlatform(Platform):
                 container.stop(timeout=max(0, math.ceil(grace)))
             self._remove_container(container)
         if not self.config.retain_data:
-            self._remove_volume(self.volume_name(node_id))
+            self._remove_volume(self.volume_name(node_id), node_id)
 
     def _remove_container(self, container: Any) -> None:
         with self._daemon(f"removing container {container.name}"):
@@ -361,9 +371,16 @@ class DockerPlatform(Platform):
                 if exc.status_code != 409:  # 409: removal already in progress
                     raise
 
-    def _remove_volume(self, name: str) -> None:
+    def _remove_volume(self, name: str, node_id: str | None = None) -> None:
+        """Remove a data volume; with `node_id`, only if its labels say it is that node's."""
         with self._daemon(f"removing volume {name}"), contextlib.suppress(docker.errors.NotFound):
-            self.client.volumes.get(name).remove(force=True)
+            volume = self.client.volumes.get(name)
+            labels = volume.attrs.get("Labels") or {}
+            mine = labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE_ID) == node_id
+            if node_id is not None and not mine:
+                log.warning("not removing volume %s: it is not node %s's", name, node_id)
+                return
+            volume.remove(force=True)
 
     def status(self, node_id: str) -> WorkloadStatus:
         container = self._find(node_id)

@@ -119,6 +119,12 @@ def label_problems(labels: dict[str, str]) -> list[str]:
     return problems
 
 
+def _labelled_for(obj: dict[str, Any], node_id: str) -> bool:
+    """True if a pod or claim carries Grid's labels for `node_id`."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_NODE_ID) == node_id)
+
+
 def pod_name(node_id: str) -> str:
     return f"grid-{node_id}"
 
@@ -578,17 +584,39 @@ class KubernetesPlatform(Platform):
         return bool(self._await_pod(name, deadline, lambda p: True if p is None else None))
 
     def _remove(self, node_id: str, grace: float, remove_claim: bool) -> None:
+        """Delete the node's pod (then its claim): only objects labelled as that node's, so
+        stopping an unknown node deletes nothing of anyone else's in the namespace."""
         name = pod_name(node_id)
         seconds = max(0, math.ceil(grace))
-        if not self._delete_pod_and_wait(name, seconds, time.monotonic() + grace + 30):
+        pod = self._read_pod(name)
+        if pod is not None and not _labelled_for(pod, node_id):
+            log.warning("not deleting pod %s: it is not labelled as node %s's", name, node_id)
+        elif pod is not None and not self._delete_pod_and_wait(
+            name, seconds, time.monotonic() + grace + 30
+        ):
             log.warning("pod %s outlived its grace period; deleting it forcibly", name)
             if not self._delete_pod_and_wait(name, 0, time.monotonic() + 30):
                 raise PlatformError(f"pod {name} is still there after a forced deletion")
         if remove_claim:
+            claim = claim_name(node_id)
+            status, body = self._call(
+                f"reading claim {claim}",
+                self.core.read_namespaced_persistent_volume_claim,
+                claim,
+                self.config.namespace,
+                expect=(404,),
+            )
+            if status == 404:
+                return
+            if not _labelled_for(body, node_id):
+                log.warning(
+                    "not deleting claim %s: it is not labelled as node %s's", claim, node_id
+                )
+                return
             self._call(
-                f"deleting claim {claim_name(node_id)}",
+                f"deleting claim {claim}",
                 self.core.delete_namespaced_persistent_volume_claim,
-                claim_name(node_id),
+                claim,
                 self.config.namespace,
                 expect=(404,),
             )

@@ -1,8 +1,10 @@
 """Native processes: one process group per node, a folder per node, pidfd exit watch.
 
 Each node lives in `<root>/<node_id>/` holding `data/` (unless the spec names another data
-dir), `node.log` (stdout and stderr) and `handle.json` (pid, process start time, endpoint,
-labels). The start time guards against pid reuse when a restarted agent adopts nodes.
+dir), `node.log` (stdout and stderr), `handle.json` (pid, process start time, endpoint,
+labels) and the owner mark of `grid.core.paths`: `stop` deletes only a folder marked as
+that node's, and every node path is checked to stay under the root. The start time guards
+against pid reuse when a restarted agent adopts nodes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import os
 import select
 import selectors
-import shutil
 import signal
 import subprocess
 import threading
@@ -25,7 +26,8 @@ from typing import Any
 import psutil
 
 from grid.core.errors import SpawnError
-from grid.core.naming import node_labels
+from grid.core.naming import node_labels, valid_id
+from grid.core.paths import claim_dir, remove_claimed, under
 from grid.core.ports import PortAllocator
 from grid.platforms.base import (
     ExitCallback,
@@ -109,7 +111,8 @@ class ProcessPlatform(Platform):
     # ---- paths and handle files -----------------------------------------------------
 
     def node_dir(self, node_id: str) -> Path:
-        return self.root / node_id
+        """`<root>/<node_id>`, refused (UnsafeInputError) if it resolves outside the root."""
+        return under(self.root, node_id)
 
     def _read_handle(self, node_id: str) -> dict[str, Any] | None:
         try:
@@ -146,7 +149,7 @@ class ProcessPlatform(Platform):
 
     def spawn(self, spec: NodeSpec) -> NodeHandle:
         node_dir = self.node_dir(spec.node_id)
-        node_dir.mkdir(parents=True, exist_ok=True)
+        claim_dir(node_dir, spec.node_id)
         data_dir = Path(spec.data_dir) if spec.data_dir else node_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = node_dir / LOG_FILE
@@ -166,7 +169,7 @@ class ProcessPlatform(Platform):
         try:
             with log_path.open("ab") as log:
                 proc = subprocess.Popen(
-                    node_argv(spec.command, spec.node_id, port, str(data_dir)),
+                    node_argv(spec.command, spec.node_id, port, str(data_dir), self.config.host),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -266,12 +269,13 @@ class ProcessPlatform(Platform):
                 time.sleep(0.01)
 
     def _remove_dir(self, node_id: str, keep_data: bool = False) -> None:
+        """Remove the node's folder, only if it is marked as this node's (never an unknown one)."""
         node_dir = self.node_dir(node_id)
         if keep_data:
             with contextlib.suppress(FileNotFoundError):
                 (node_dir / HANDLE_FILE).unlink()
             return
-        shutil.rmtree(node_dir, ignore_errors=True)
+        remove_claimed(node_dir, node_id)
 
     def status(self, node_id: str) -> WorkloadStatus:
         with self._lock:
@@ -293,8 +297,10 @@ class ProcessPlatform(Platform):
         if not self.root.is_dir():
             return handles
         for entry in sorted(self.root.iterdir()):
+            if not valid_id(entry.name):
+                continue  # not a node folder: never read or act on it
             data = self._read_handle(entry.name)
-            if data is None:
+            if data is None or data.get("node_id") != entry.name:
                 continue
             node_labels = data.get("labels", {})
             if any(node_labels.get(k) != v for k, v in labels.items()):

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Literal
 
 from grid.core.errors import PlatformError, PlatformUnavailableError, SpawnError
 from grid.core.naming import node_labels, valid_id
+from grid.core.paths import claim_dir, remove_claimed, under
 from grid.core.ports import PortAllocator
 from grid.platforms.base import (
     HostPortConfig,
@@ -380,10 +380,12 @@ class SystemdPlatform(Platform):
         return unit_name(self.config.unit_prefix, node_id)
 
     def unit_path(self, node_id: str) -> Path:
-        return self.unit_dir / self.unit(node_id)
+        """The node's unit file, refused (UnsafeInputError) if it resolves outside unit_dir."""
+        return under(self.unit_dir, self.unit(node_id))
 
     def node_dir(self, node_id: str) -> Path:
-        return self.data_root / node_id
+        """The node's folder, refused (UnsafeInputError) if it resolves outside data_root."""
+        return under(self.data_root, node_id)
 
     def _read_meta(self, path: Path) -> UnitMeta | None:
         try:
@@ -412,8 +414,6 @@ class SystemdPlatform(Platform):
     # ---- lifecycle ---------------------------------------------------------------------
 
     def spawn(self, spec: NodeSpec) -> NodeHandle:
-        if not valid_id(spec.node_id):
-            raise SpawnError(f"node id {spec.node_id!r} cannot name a unit")
         existing = self._live_handle(spec.node_id)
         if existing is not None:  # a redelivered spawn task: the node already runs
             return existing
@@ -433,6 +433,7 @@ class SystemdPlatform(Platform):
             wanted_by=self._wanted_by,
         )
         text = render_unit(spec, params)
+        claim_dir(node_dir, spec.node_id)
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         path = self.unit_path(spec.node_id)
         tmp = path.with_name(path.name + ".tmp")
@@ -484,23 +485,29 @@ class SystemdPlatform(Platform):
         self._remove(node_id, grace, keep_data=self.config.retain_data)
 
     def _remove(self, node_id: str, grace: float, keep_data: bool) -> None:
-        """Stop the unit (TimeoutStopSec = grace, then SIGKILL), delete its file, forget it."""
+        """Stop the unit (TimeoutStopSec = grace, then SIGKILL), delete its file, forget it.
+
+        Only a unit file written for this node (its `X-Grid-NodeId`) and a folder marked as
+        this node's are deleted: stopping an unknown node deletes nothing.
+        """
         path = self.unit_path(node_id)
         unit = self.unit(node_id)
+        meta = self._read_meta(path)
+        ours = meta is not None and meta.node_id == node_id
         with contextlib.suppress(FileNotFoundError):
-            text = path.read_text()
+            text = path.read_text() if ours else ""
             wanted = _set_stop_timeout(text, grace)
             if wanted != text:
                 path.write_text(wanted)
                 self.systemctl("daemon-reload")
         # 5: unit not loaded, which is fine for an idempotent stop
         self.systemctl("stop", "--", unit, ok=(0, 5), timeout=grace + self.config.command_timeout)
-        if path.exists():
-            path.unlink()
+        if ours:
+            path.unlink(missing_ok=True)
             self.systemctl("daemon-reload")
         self.systemctl("reset-failed", "--", unit, ok=range(256))
         if not keep_data:
-            shutil.rmtree(self.node_dir(node_id), ignore_errors=True)
+            remove_claimed(self.node_dir(node_id), node_id)
 
     def status(self, node_id: str) -> WorkloadStatus:
         return status_from_show(self._show(self.unit(node_id))[0])
@@ -527,7 +534,9 @@ class SystemdPlatform(Platform):
         metas = []
         for path in sorted(self.unit_dir.glob(f"{self.config.unit_prefix}*.service")):
             meta = self._read_meta(path)
-            if meta is not None and all(meta.labels.get(k) == v for k, v in labels.items()):
+            if meta is None or not valid_id(meta.node_id) or path.name != self.unit(meta.node_id):
+                continue  # not a unit this adapter wrote: never adopt or act on it
+            if all(meta.labels.get(k) == v for k, v in labels.items()):
                 metas.append(meta)
         return self._live_handles(metas)
 

@@ -12,6 +12,7 @@ The fixtures must clean up every workload they could have created; `closing_all`
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import secrets
 from collections.abc import Callable, Iterator
@@ -20,11 +21,24 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from grid.core.errors import SpawnError
+from grid.core.errors import SpawnError, UnsafeInputError
 from grid.core.naming import LABEL_AGENT_ID, LABEL_MANAGED, LABEL_NODE_ID
 from grid.platforms.base import NodeSpec, Platform, WorkloadState
 from grid.workers.agent.health import probe, wait_healthy
 from tests.helpers import wait_for
+
+#: ids an attacker sends: traversal, absolute paths, separators, an injected newline, a non-str
+UNSAFE_IDS: tuple[object, ...] = (
+    "../../../../../escaped",
+    "/some/dir",
+    "a/b",
+    "..",
+    "node-1\n",
+    "Node-1",
+    "",
+    "x" * 64,
+    ["node-1"],
+)
 
 MakePlatform = Callable[[], Platform]
 MakeSpec = Callable[..., NodeSpec]
@@ -142,4 +156,26 @@ class PlatformConformance:
         assert str(err.value), "the error must say what went wrong"
         assert platform.list({LABEL_NODE_ID: bad_spec.node_id}) == []
         assert platform.status(bad_spec.node_id).state == WorkloadState.MISSING
+        platform.close()
+
+    @pytest.mark.parametrize("bad", UNSAFE_IDS, ids=repr)
+    def test_unsafe_ids_are_refused(
+        self, make_platform: MakePlatform, make_spec: MakeSpec, bad: object
+    ) -> None:
+        """Every entry that takes an id refuses an unsafe one before acting on anything."""
+        platform = make_platform()
+        good = make_spec()
+        for field in ("node_id", "agent_id", "pool"):
+            changed: dict[str, Any] = {field: bad}
+            with pytest.raises(UnsafeInputError):
+                platform.spawn(dataclasses.replace(good, **changed))
+        for call in (
+            lambda: platform.stop(bad, grace=0),  # type: ignore[arg-type]
+            lambda: platform.status(bad),  # type: ignore[arg-type]
+            lambda: platform.logs(bad, lines=5),  # type: ignore[arg-type]
+            lambda: platform.adopt(bad),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(UnsafeInputError):
+                call()
+        assert platform.list({LABEL_AGENT_ID: good.agent_id}) == []
         platform.close()

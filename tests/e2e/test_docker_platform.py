@@ -331,3 +331,44 @@ def test_published_port_reads_bridge_bindings() -> None:
     assert published_port(attrs, 8000) == 49153
     assert published_port(attrs, 9000) is None
     assert published_port({"NetworkSettings": {"Ports": {"8000/tcp": None}}}, 8000) is None
+
+
+@pytest.fixture
+def bridge_network(client: Any) -> Iterator[str]:
+    """A user-defined bridge network (the test daemon runs without the default bridge)."""
+    name = f"grid-test-{int(time.time() * 1000) % 10**8}"
+    network = client.networks.create(name, driver="bridge")
+    yield name
+    network.remove()
+
+
+def test_a_bridge_network_publishes_on_loopback_only(
+    client: Any, make_docker: MakeDocker, make_spec: MakeSpec, bridge_network: str
+) -> None:
+    """On a non-host network the node port is bound to the configured host, never to every
+    interface of the machine."""
+    platform = make_docker(network=bridge_network)
+    spec = make_spec()
+    endpoint = start_healthy(platform, spec)
+    attrs = client.containers.get(f"grid-node-{spec.node_id}").attrs
+    bindings = attrs["NetworkSettings"]["Ports"]["8000/tcp"]
+    assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, bindings
+    assert [b["HostIp"] for b in attrs["HostConfig"]["PortBindings"]["8000/tcp"]] == ["127.0.0.1"]
+    assert urlsplit(endpoint).port == int(bindings[0]["HostPort"])
+    platform.stop(spec.node_id, grace=2)
+
+
+def test_stop_of_an_unknown_node_removes_no_volume(
+    client: Any, make_docker: MakeDocker, node_ids: list[str]
+) -> None:
+    """A volume named like a node's but not labelled as that node's survives a stop."""
+    node_ids += ["foreign-1", "foreign-2"]  # the teardown removes the volumes
+    client.volumes.create("grid-data-foreign-1")
+    client.volumes.create(
+        "grid-data-foreign-2", labels={LABEL_MANAGED: "true", LABEL_NODE_ID: "someone-else"}
+    )
+    platform = make_docker()
+    platform.stop("foreign-1", grace=0)
+    platform.stop("foreign-2", grace=0)
+    assert volume_exists(client, "grid-data-foreign-1")
+    assert volume_exists(client, "grid-data-foreign-2")

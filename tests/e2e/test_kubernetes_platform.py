@@ -231,6 +231,32 @@ def test_claim_deleted_on_stop_by_default(
     wait_for(lambda: read_claim(kube, spec.node_id) is None, 10, what="the claim to be deleted")
 
 
+def test_stop_of_an_unknown_node_deletes_no_claim(
+    make_k8s: MakeK8s, kube: client.CoreV1Api, node_ids: list[str]
+) -> None:
+    """A claim named like a node's but not labelled as that node's survives a stop."""
+    node_ids += ["foreign-1", "foreign-2"]  # the teardown deletes them
+    for node_id, labels in [
+        ("foreign-1", {}),
+        ("foreign-2", {LABEL_MANAGED: "true", LABEL_NODE_ID: "someone-else"}),
+    ]:
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim_name(node_id), "labels": labels},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        kube.create_namespaced_persistent_volume_claim(NAMESPACE, body, _preload_content=False)
+    platform = make_k8s()
+    platform.stop("foreign-1", grace=0)
+    platform.stop("foreign-2", grace=0)
+    assert read_claim(kube, "foreign-1") is not None
+    assert read_claim(kube, "foreign-2") is not None
+
+
 def test_retain_pvc_keeps_claim_and_data(
     make_k8s: MakeK8s, make_spec: MakeSpec, kube: client.CoreV1Api
 ) -> None:

@@ -302,3 +302,25 @@ def test_user_scope(systemd_container: SystemdContainer, user_manager: tuple[str
     finally:
         made.cleanup()
     assert list(Path(config.unit_dir or "").glob("grid-node-*")) == []
+
+
+def test_stop_of_an_unknown_node_deletes_nothing(
+    nodes: Nodes, systemd_container: SystemdContainer
+) -> None:
+    """A folder no spawn marked and a unit file not written for that node survive a stop."""
+    platform = nodes.platform()
+    folder = systemd_container.data_root / "foreign-1"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "precious").write_text("keep")
+    unit = systemd_container.unit_dir / platform.unit("foreign-2")
+    unit.write_text("[Service]\nExecStart=/bin/true\n")  # someone else's unit, same name
+    try:
+        platform.stop("foreign-1", grace=1)
+        platform.stop("foreign-2", grace=1)
+        assert (folder / "data" / "precious").read_text() == "keep"
+        assert unit.read_text() == "[Service]\nExecStart=/bin/true\n"
+    finally:
+        unit.unlink()
+        (folder / "data" / "precious").unlink()
+        (folder / "data").rmdir()
+        folder.rmdir()

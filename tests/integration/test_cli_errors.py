@@ -64,6 +64,18 @@ CASES = [
     pytest.param(["node-status", "nope"], {}, ["unknown node 'nope'"], id="status-unknown-node"),
     pytest.param(["scale", "--nodes", "-1"], {}, ["--nodes", "-1"], id="negative-n"),
     pytest.param(
+        ["scale", "--nodes", "99999999999999999999999"],
+        {},
+        ["--nodes 99999999999999999999999", "maximum pool size 100000", "GRID_MAX_POOL_SIZE"],
+        id="huge-n",
+    ),
+    pytest.param(
+        ["scale", "--nodes", "6"],
+        {"GRID_MAX_POOL_SIZE": "5"},
+        ["maximum pool size 5 (GRID_MAX_POOL_SIZE)"],
+        id="n-over-configured-max",
+    ),
+    pytest.param(
         ["agent", "--id", "x", "--platform", "nope"],
         {},
         ["--platform", "'nope'"],
@@ -171,4 +183,29 @@ def test_no_redis_url_and_no_local_grid(client: Redis, tmp_path: Path) -> None:
     assert "no Redis: set GRID_REDIS_URL" in lines[0] and str(home) in lines[0]
     assert list(home.iterdir()) == []  # nothing created while looking
     assert not (tmp_path / ".grid").exists()
+    assert snapshot(client) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00", "is not UTF-8 text"),
+        (None, "is a directory, not a TOML file"),
+    ],
+    ids=["binary", "directory"],
+)
+def test_agent_config_that_is_not_a_toml_file(
+    client: Redis, redis_url: str, tmp_path: Path, content: bytes | None, needle: str
+) -> None:
+    config = tmp_path / "agent.toml"
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_bytes(content)
+    before = snapshot(client)
+    env = {**base_env(tmp_path / "home"), "GRID_REDIS_URL": redis_url}
+    result = grid(["agent", "--config", str(config)], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and needle in lines[0] and str(config) in lines[0], result.stderr
     assert snapshot(client) == before

@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from grid.node.server import LATENCY_BUCKETS, MAX_VALUE_BYTES, READY_FD_ENV
+from grid.core.ports import free_port
+from grid.node.server import LATENCY_BUCKETS, MAX_GAUGES, MAX_VALUE_BYTES, READY_FD_ENV
 from grid.platforms.process import READY_FD_ENV as PLATFORM_READY_FD_ENV
 from tests.helpers import series_by_key, wait_for
 
@@ -98,7 +100,7 @@ def start_node(grid_node_command: list[str], tmp_path: Path) -> Iterator[StartNo
     """Factory starting grid-node on --port 0; every node is stopped at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(data_dir: Path | None = None, node_id: str = "node-a") -> Node:
+    def start(data_dir: Path | None = None, node_id: str = "node-a", *extra: str) -> Node:
         data_dir = data_dir or tmp_path / "data"
         log = tmp_path / f"node-{len(started)}.log"
         read_fd, write_fd = os.pipe()
@@ -106,7 +108,7 @@ def start_node(grid_node_command: list[str], tmp_path: Path) -> Iterator[StartNo
         try:
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    [*argv, "--node-id", node_id],
+                    [*argv, "--node-id", node_id, *extra],
                     env={**os.environ, READY_FD_ENV: str(write_fd)},
                     pass_fds=(write_fd,),
                     stdin=subprocess.DEVNULL,
@@ -387,6 +389,144 @@ def test_custom_gauges(node: Node) -> None:
     assert node.request("DELETE", "/gauges/queue_depth").status == 404
 
 
+def test_custom_gauges_are_capped(node: Node) -> None:
+    for i in range(MAX_GAUGES):
+        assert node.request("PUT", f"/gauges/g{i}", b"1").status == 204
+    over = node.request("PUT", "/gauges/one_more", b"1")
+    assert over.status == 409 and str(MAX_GAUGES) in str(over.json()["error"])
+    assert node.request("PUT", "/gauges/g0", b"2").status == 204  # an existing one: updated
+    assert node.metrics()["g0"] == 2 and "one_more" not in node.metrics()
+    assert node.request("DELETE", "/gauges/g1").status == 204
+    assert node.request("PUT", "/gauges/one_more", b"1").status == 204  # room again
+
+
+# ---- hostile and odd clients -----------------------------------------------------------------
+
+
+def exchange(port: int, data: bytes, wait: float = 3.0) -> tuple[bytes, bool]:
+    """Send raw bytes; everything the node answers and whether it closed the connection
+    (False: still open after `wait` seconds of silence)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+
+
+def statuses(raw: bytes) -> list[int]:
+    return [int(line.split()[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+SMUGGLED = b"0\r\n\r\nPUT /kv/smuggled HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # both framings: which one ends the body? refused, never guessed
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+        (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n", 411),
+        (b"", 411),  # no length at all: the bytes after the head are not a request either
+        (b"Content-Length: \xb2\r\n", 400),  # latin-1 superscript two: isdigit() is True
+        (b"Content-Length: 5\r\nContent-Length: 60\r\n", 400),
+        (b"Content-Length: -5\r\n", 400),
+    ],
+    ids=["te-and-cl", "cl-and-te", "chunked", "no-length", "non-ascii-digit", "two", "negative"],
+)
+def test_bad_body_framing_is_refused_and_closed(node: Node, head: bytes, status: int) -> None:
+    raw, closed = exchange(
+        node.port, b"PUT /kv/a HTTP/1.1\r\nHost: n\r\n" + head + b"\r\n" + SMUGGLED
+    )
+    assert statuses(raw) == [status], raw
+    assert closed, "the rest of the bytes must never be read as a request"
+    assert node.request("GET", "/kv/smuggled").status == 404
+    assert node.request("GET", "/kv/a").status == 404
+    assert node.request("GET", "/health").json()["keys"] == 0
+
+
+def test_an_unread_body_closes_the_connection(node: Node) -> None:
+    """A request refused before its body is read (bad gauge name): the body is never parsed."""
+    body = b"GET /health HTTP/1.1\r\n\r\n"
+    head = f"PUT /gauges/9bad HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    raw, closed = exchange(node.port, head + body)
+    assert statuses(raw) == [400] and closed
+
+
+def test_expect_100_continue(node: Node) -> None:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        sock.sendall(b"PUT /kv/e HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"abc")
+        assert statuses(sock.recv(1024)) == [201]
+        sock.sendall(b"GET /kv/e HTTP/1.1\r\n\r\n")  # the connection is still good
+        reply = b""
+        while not reply.endswith(b"abc"):  # head and body may come in two segments
+            chunk = sock.recv(1024)
+            assert chunk, reply
+            reply += chunk
+        assert statuses(reply) == [200]
+    # refused before the body: the final answer at once, no 100, the body never sent
+    for path, length, status in [("/nope", 3, 404), ("/kv/big", MAX_VALUE_BYTES + 1, 413)]:
+        head = f"PUT {path} HTTP/1.1\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        raw, closed = exchange(node.port, head.encode())
+        assert statuses(raw) == [status] and closed, raw
+
+
+def test_connections_over_the_cap_get_503(start_node: StartNode, tmp_path: Path) -> None:
+    node = start_node(tmp_path / "capped", "capped", "--max-connections", "8")
+    proc = psutil.Process(node.proc.pid)
+    idle = [socket.create_connection(("127.0.0.1", node.port), timeout=5) for _ in range(8)]
+    try:
+        wait_for(lambda: proc.num_threads() >= 9, 10, what="8 connection threads")
+        crowd = [socket.create_connection(("127.0.0.1", node.port), timeout=5) for _ in range(50)]
+        for sock in crowd:
+            assert statuses(sock.recv(1024)) == [503]
+            assert sock.recv(1024) == b""  # and closed
+            sock.close()
+        assert proc.num_threads() <= 8 + 3, "threads must not grow with the connections"
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: node.request("GET", "/health").status == 200, 10, what="a free slot")
+
+
+def test_a_trickled_head_is_cut_at_the_head_deadline(start_node: StartNode, tmp_path: Path) -> None:
+    node = start_node(tmp_path / "slow", "slow", "--head-timeout", "1")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5:
+            try:  # one byte of a header every 0.2 s: each read is quick, the head never ends
+                sock.sendall(b"X")
+                time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sock.setblocking(False)
+            try:
+                closed = sock.recv(1024) == b""
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+            sock.setblocking(True)
+            if closed:
+                break
+        assert closed, "the connection must be cut"
+        assert time.monotonic() - started < 3
+    assert node.request("GET", "/health").status == 200  # a normal client is served
+
+
 # ---- lifecycle ------------------------------------------------------------------------------
 
 
@@ -486,4 +626,51 @@ def test_start_path_imports_no_heavy_modules() -> None:
         "grid.node",
         "grid.node.server",
         "grid.node.prom",
+        "grid.node.httpguard",  # stdlib only, like the rest
     }
+
+
+# ---- durability -----------------------------------------------------------------------------
+
+# Runs grid-node with an audit hook that logs, in order, every rename, unlink and open of a
+# directory the real server does (fsync itself has no audit event; the open of the directory
+# is the only way to fsync it, and the server closes it right after).
+AUDITED_NODE = """
+import os, sys
+log = open(sys.argv[1], "a", buffering=1)
+def hook(event, args):
+    if event in ("os.rename", "os.remove"):
+        log.write(f"{event} {os.path.basename(str(args[0]))}\\n")
+    elif event == "open" and isinstance(args[0], str) and args[2] & os.O_DIRECTORY:
+        log.write(f"opendir {args[0]}\\n")
+sys.addaudithook(hook)
+from grid.node.server import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_every_put_and_delete_syncs_the_directory_after_changing_it(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.log"
+    data = tmp_path / "data"
+    port = free_port()
+    argv = ["--port", str(port), "--data-dir", str(data), "--node-id", "durable"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AUDITED_NODE, str(audit), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        node = Node(proc, port, data, tmp_path / "unused.log")
+        wait_for(lambda: audit.exists() and "node.json" in audit.read_text(), 15, what="start")
+        start = len(audit.read_text().splitlines())
+        assert node.request("PUT", "/kv/a", b"1").status == 201
+        assert node.request("PUT", "/kv/a", b"2").status == 204
+        assert node.request("DELETE", "/kv/a").status == 204
+        lines = audit.read_text().splitlines()[start:]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    kv = f"opendir {data / 'kv'}"
+    events = [line if line.startswith("opendir") else line.split()[0] for line in lines]
+    # each change of the directory is followed by its sync, before the answer
+    assert events == ["os.rename", kv, "os.rename", kv, "os.remove", kv], lines

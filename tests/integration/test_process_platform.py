@@ -5,6 +5,7 @@ Real grid-node processes; every one started here is stopped by the fixtures.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
+from grid.core.errors import UnsafeInputError
+from grid.core.paths import OWNER_FILE
 from grid.core.ports import free_port
 from grid.platforms import create_platform
 from grid.platforms.base import NodeSpec, WorkloadStatus
@@ -131,3 +134,65 @@ def test_exit_is_reported_at_once_with_the_signal(
     platform.stop("proc-again", grace=2)
     wait_for(lambda: not psutil.pid_exists(again.pid or -1), 5, what="the node to end")
     assert not seen.wait(0.3)
+
+
+def test_stop_of_an_unknown_node_deletes_nothing(
+    make_process: Callable[..., ProcessPlatform], tmp_path: Path
+) -> None:
+    """A folder under the root that no spawn marked (say, an operator's) survives a stop."""
+    platform = make_process()
+    foreign = tmp_path / "nodes" / "not-a-node"
+    (foreign / "data").mkdir(parents=True)
+    (foreign / "data" / "precious").write_text("keep")
+    platform.stop("not-a-node", grace=0)
+    assert (foreign / "data" / "precious").read_text() == "keep"
+
+
+def test_a_symlink_out_of_the_root_is_refused(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    """A node folder that resolves outside the root (a symlink planted there) is never used."""
+    platform = make_process()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    (tmp_path / "nodes" / "planted").symlink_to(outside)
+    with pytest.raises(UnsafeInputError, match="escapes its root"):
+        platform.stop("planted", grace=0)
+    with pytest.raises(UnsafeInputError, match="escapes its root"):
+        platform.spawn(dataclasses.replace(make_spec(), node_id="planted"))
+    assert sorted(p.name for p in outside.iterdir()) == ["precious"]
+
+
+def test_a_stopped_node_leaves_no_folder(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    """The owner mark lets stop remove what spawn made, data included."""
+    platform = make_process()
+    spec = make_spec()
+    handle = platform.spawn(spec)
+    assert wait_healthy(handle.endpoint, HEALTH_TIMEOUT) is not None
+    assert (tmp_path / "nodes" / spec.node_id / OWNER_FILE).read_text() == spec.node_id
+    platform.stop(spec.node_id, grace=2)
+    assert not (tmp_path / "nodes" / spec.node_id).exists()
+
+
+def test_the_host_setting_is_where_the_node_listens(
+    make_process: Callable[..., ProcessPlatform], make_spec: MakeSpec
+) -> None:
+    """`host` is passed to the node (`--host`), not only written in its endpoint."""
+    platform = make_process(host="127.0.0.2")  # loopback too, but not 127.0.0.1
+    spec = make_spec()
+    handle = platform.spawn(spec)
+    try:
+        assert urlsplit(handle.endpoint).hostname == "127.0.0.2"
+        assert wait_healthy(handle.endpoint, HEALTH_TIMEOUT) is not None
+        assert handle.pid is not None
+        listening = {
+            c.laddr.ip
+            for c in psutil.Process(handle.pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {"127.0.0.2"}
+    finally:
+        platform.stop(spec.node_id, grace=2)

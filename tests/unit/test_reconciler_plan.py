@@ -371,3 +371,18 @@ def test_next_deadline_is_the_earliest_future_timer() -> None:
     assert next_deadline(nodes, pools, 60.0, NOW) == NOW + 20.0
     assert next_deadline(nodes, {}, 60.0, NOW) == NOW + 50.0
     assert next_deadline(nodes[2:], pools | {"default": {}}, 60.0, NOW) == float("inf")
+
+
+@pytest.mark.parametrize("status", ["stopping", "running", "pending", "restarting"])
+def test_records_of_an_agent_that_is_gone_are_collected(status: str) -> None:
+    """No agent record (it unregistered, or was deleted): nothing will ever act on its nodes,
+    and it never goes offline either. Its records are removed and the pool refilled."""
+    result = run({"default": 1}, [node("n1", "gone", status=status)], [agent("a1")])
+    assert [n.node_id for n in result.remove] == ["n1"]
+    assert spawned(result) == {"a1": 1}
+    assert result.pools["default"].failures == 0  # not the pool's fault: no backoff
+
+
+def test_a_stopping_record_of_a_live_agent_is_left_to_it() -> None:
+    result = run({"default": 0}, [node("n1", "a1", status="stopping")], [agent("a1")])
+    assert result.remove == []

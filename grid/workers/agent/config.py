@@ -43,9 +43,17 @@ class AgentFile(BaseModel):
 
 def load_agent_config(path: Path) -> AgentFile:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"agent config {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"agent config {path} is a directory, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"agent config {path} is not UTF-8 text (byte {exc.start}): is it a TOML file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"agent config {path} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"agent config {path} is not valid TOML: {exc}") from None
     try:

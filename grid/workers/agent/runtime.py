@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import shlex
 import shutil
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psutil
 import redis
@@ -29,8 +30,10 @@ import redis
 from grid import __version__
 from grid.autoscaler.metrics import MetricsStore
 from grid.core import naming
-from grid.core.errors import PlatformError
+from grid.core.errors import PlatformError, UnsafeInputError
 from grid.core.events import EventLog, EventType
+from grid.core.naming import check_id, check_ids
+from grid.core.paths import under
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import (
@@ -48,8 +51,41 @@ from grid.workers.agent.sampler import NodeSampler
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+#: most log lines a `logs` task may ask for
+MAX_LOG_LINES = 10_000
 
-#: node id -> (agent_id, generation, status) as its record says (None where it is gone)
+
+def refusing(
+    action: str, answer: Callable[[str], R]
+) -> Callable[
+    [Callable[Concatenate[AgentRuntime, P], R]], Callable[Concatenate[AgentRuntime, P], R]
+]:
+    """Turn an UnsafeInputError inside an agent entry point into a reported refusal.
+
+    The entry answers `answer(reason)` and the agent records a `security_violation` event:
+    a forged or corrupt message never crashes a task, is never retried, and is visible.
+    """
+
+    def wrap(
+        method: Callable[Concatenate[AgentRuntime, P], R],
+    ) -> Callable[Concatenate[AgentRuntime, P], R]:
+        @functools.wraps(method)
+        def guarded(self: AgentRuntime, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(self, *args, **kwargs)
+            except UnsafeInputError as exc:
+                self.report_violation(action, str(exc))
+                return answer(str(exc))
+
+        return guarded
+
+    return wrap
+
+
+def refusal(reason: str) -> dict[str, Any]:
+    return {"result": "refused", "reason": reason}
 
 
 _runtime: AgentRuntime | None = None
@@ -107,6 +143,7 @@ class AgentRuntime:
         self._node_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._stopping = threading.Event()
         self._waiting: dict[str, float] = {}  # node id -> when first seen waiting for a task
+        self._refused_ids: set[str] = set()  # unsafe ids in the index, reported once each
         self._heartbeat_thread: threading.Thread | None = None
         self.registration_ms = 0.0
         self.sampler = NodeSampler(
@@ -227,6 +264,18 @@ class AgentRuntime:
                 "node did not stop: %s", exc, extra={"agent_id": self.agent_id, "node_id": node_id}
             )
 
+    def report_violation(self, action: str, reason: str) -> None:
+        """Record a refused unsafe input (event `security_violation`) and log it."""
+        log.warning("refused %s: %s", action, reason, extra={"agent_id": self.agent_id})
+        with contextlib.suppress(redis.RedisError):
+            self.events.emit(
+                EventType.SECURITY_VIOLATION,
+                f"agent {self.agent_id} refused {action}: {reason}",
+                agent_id=self.agent_id,
+                action=action,
+                reason=reason,
+            )
+
     def _node_event(
         self, kind: EventType, message: str, node_id: str, pool: str, **data: Any
     ) -> None:
@@ -254,14 +303,19 @@ class AgentRuntime:
 
     # ---- spawn / stop (called by tasks) -------------------------------------------------
 
+    @refusing("spawn", refusal)
     def spawn(self, node_id: str) -> dict[str, Any]:
         """Start a node placed on this agent. Idempotent: a second delivery is a no-op."""
+        node_id = check_id(node_id)
         with self._node_locks[node_id]:
             if self._stopping.is_set():
                 return {"result": "ignored", "reason": "the agent is stopping"}
             rec = self.state.node(node_id, self.agent_id)
             if rec is None or rec.agent_id != self.agent_id:
                 return {"result": "ignored", "reason": "not placed on this agent"}
+            if rec.node_id != node_id:
+                raise UnsafeInputError(f"the record of node {node_id} names {rec.node_id!r}")
+            check_id(rec.pool, "pool")
             if rec.status in (NodeStatus.STOPPING, NodeStatus.LOST):
                 return {"result": "ignored", "reason": f"node is {rec.status}"}
             local = self.nodes.get(node_id)
@@ -348,12 +402,17 @@ class AgentRuntime:
         )
         return {"result": "failed", "error": error}
 
+    @refusing("spawn_many", refusal)
     def spawn_many(self, node_ids: list[str]) -> dict[str, Any]:
-        """Start a batch of nodes side by side; each is idempotent like `spawn`."""
-        return self._each(self.spawn, node_ids)
+        """Start a batch of nodes side by side; each is idempotent like `spawn`.
 
+        A batch with any invalid id is refused whole: the master never sends one.
+        """
+        return self._each(self.spawn, check_ids(node_ids))
+
+    @refusing("stop_many", refusal)
     def stop_many(self, node_ids: list[str]) -> dict[str, Any]:
-        return self._each(self.stop, node_ids)
+        return self._each(self.stop, check_ids(node_ids))
 
     @staticmethod
     def _each(action: Callable[[str], dict[str, Any]], node_ids: list[str]) -> dict[str, Any]:
@@ -362,11 +421,13 @@ class AgentRuntime:
         with ThreadPoolExecutor(max_workers=min(16, len(node_ids))) as pool:
             return dict(zip(node_ids, pool.map(action, node_ids), strict=True))
 
+    @refusing("stop", refusal)
     def stop(self, node_id: str) -> dict[str, Any]:
         """Stop a node, then remove its record. Idempotent: unknown nodes succeed.
 
         The workload goes first, so that a Redis outage cannot keep it running.
         """
+        node_id = check_id(node_id)
         with self._node_locks[node_id]:
             with self._nodes_lock:
                 local = self.nodes.get(node_id)
@@ -395,8 +456,11 @@ class AgentRuntime:
         with self._nodes_lock:
             self.nodes.pop(node_id, None)
 
+    @refusing("logs", lambda reason: f"refused: {reason}")
     def logs(self, node_id: str, lines: int) -> str:
-        return self.platform.logs(node_id, lines)
+        if not isinstance(lines, int) or isinstance(lines, bool):
+            raise UnsafeInputError(f"lines must be an integer, got {type(lines).__name__}")
+        return self.platform.logs(check_id(node_id), max(0, min(lines, MAX_LOG_LINES)))
 
     # ---- supervision --------------------------------------------------------------------
 
@@ -486,6 +550,8 @@ class AgentRuntime:
             handles = []
         running = set()
         for handle in handles:
+            if not self._valid_id(handle.node_id, "adopt"):
+                continue  # a workload labelled with an unsafe id: never touched
             rec = records.get(handle.node_id)
             if not self._owns(rec, handle.labels.get(naming.LABEL_GENERATION)):
                 self._fence(handle.node_id, rec)
@@ -507,12 +573,21 @@ class AgentRuntime:
                 rec.pool,
             )
         for node_id, rec in records.items():
-            if node_id in running:
+            if node_id in running or not self._valid_id(node_id, "adopt"):
                 continue
             if rec.status == NodeStatus.STOPPING:
                 self.state.delete_node(self.agent_id, node_id)
             elif rec.active:
                 threading.Thread(target=self.spawn, args=(node_id,), daemon=True).start()
+
+    def _valid_id(self, node_id: object, action: str) -> bool:
+        """True for a valid node id; otherwise the refusal is reported and False returned."""
+        try:
+            check_id(node_id)
+        except UnsafeInputError as exc:
+            self.report_violation(action, str(exc))
+            return False
+        return True
 
     def _pick_up_lost_tasks(self, placements: Placements) -> None:
         """Spawn or stop this agent's records whose task never came (checked every beat).
@@ -526,6 +601,11 @@ class AgentRuntime:
         waiting: dict[str, float] = {}
         for nid, (_, status) in placements.items():
             if status not in (NodeStatus.PENDING, NodeStatus.STOPPING):
+                continue
+            if not naming.valid_id(nid):
+                if nid not in self._refused_ids:  # reported once, never acted on
+                    self._refused_ids.add(nid)
+                    self._valid_id(nid, "pick_up")
                 continue
             lock = self._node_locks[nid]
             if not lock.acquire(blocking=False):
@@ -630,7 +710,7 @@ class AgentRuntime:
 
 def process_nodes_root(home: Path, agent_id: str) -> Path:
     """Where an agent's process platform keeps its nodes, unless its config says otherwise."""
-    return home / "agents" / agent_id / "nodes"
+    return under(home / "agents", agent_id) / "nodes"
 
 
 def resolve_node_command(command: str) -> list[str]:

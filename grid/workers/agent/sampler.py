@@ -3,7 +3,9 @@
 Counters become rates between two scrapes of the same node: CPU %, request rate, mean
 latency and the latency median (from histogram bucket deltas, as Prometheus'
 histogram_quantile does). Gauges pass through; any gauge the node exposes that Grid does
-not know is kept under its own name (custom metrics). The text is read by
+not know is kept under its own name (custom metrics), at most `max_custom` names per pool
+(`CustomCap`): every name is a few Redis keys, and anyone who reaches a node can invent
+names. The text is read by
 prometheus_client's parser, which names a counter's samples `<name>_total` even when a
 workload wrote them without the suffix (as OpenMetrics requires).
 """
@@ -39,6 +41,11 @@ GAUGES = {
 }
 BUCKET = f"{LATENCY}_bucket"
 _KNOWN = {REQUESTS, CPU, f"{LATENCY}_sum", f"{LATENCY}_count", BUCKET, *GAUGES}
+#: the names `derive` gives Grid's own metrics; any other name is a custom metric
+BUILTIN = frozenset(
+    {*GAUGES.values(), "cpu_percent", "request_rate", "latency_avg_ms", "latency_p50_ms"}
+)
+MAX_CUSTOM_PER_POOL = 100
 
 # A series: the sample name and its labels as sorted (name, value) pairs.
 Series = tuple[str, tuple[tuple[str, str], ...]]
@@ -151,6 +158,38 @@ def derive(prev: Scrape | None, cur: Scrape) -> dict[str, float]:
     return out
 
 
+class CustomCap:
+    """Admits at most `limit` custom metric names per pool; a name not seen for
+    `forget_after` seconds gives its place back. Grid's own metrics always pass."""
+
+    def __init__(self, limit: int, forget_after: float) -> None:
+        self.limit = limit
+        self.forget_after = forget_after
+        self._seen: dict[str, dict[str, float]] = {}  # pool -> admitted name -> last seen
+
+    def admit(self, pool: str, metrics: dict[str, float], now: float) -> dict[str, float]:
+        seen = self._seen.setdefault(pool, {})
+        for name in [n for n, at in seen.items() if now - at > self.forget_after]:
+            del seen[name]
+        kept, dropped = {}, []
+        for name, value in metrics.items():
+            if name in BUILTIN or name in seen or len(seen) < self.limit:
+                kept[name] = value
+                if name not in BUILTIN:
+                    seen[name] = now
+            else:
+                dropped.append(name)
+        if dropped:
+            log.warning(
+                "pool %s: %d custom metric(s) over the cap of %d dropped (%s ...)",
+                pool,
+                len(dropped),
+                self.limit,
+                ", ".join(sorted(dropped)[:3]),
+            )
+        return kept
+
+
 class NodeSampler:
     """Scrapes the agent's running nodes every `interval` seconds in a thread."""
 
@@ -160,12 +199,14 @@ class NodeSampler:
         nodes: Callable[[], list[tuple[str, str, str]]],  # (node_id, pool, endpoint)
         source: str,
         interval: float,
+        max_custom: int = MAX_CUSTOM_PER_POOL,
     ) -> None:
         self.store = store
         self.nodes = nodes
         self.source = source
         self.interval = interval
         self._prev: dict[str, Scrape] = {}
+        self._custom = CustomCap(max_custom, forget_after=max(60.0, 12 * interval))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -182,7 +223,7 @@ class NodeSampler:
             except ValueError as exc:  # one node's bad text must not cost the others theirs
                 log.warning("node %s: unreadable /metrics from %s: %s", node_id, endpoint, exc)
                 continue
-            metrics = derive(self._prev.get(node_id), cur)
+            metrics = self._custom.admit(pool, derive(self._prev.get(node_id), cur), now)
             self._prev[node_id] = cur
             seen.add(node_id)
             batch.append({"node_id": node_id, "pool": pool, "ts": now, "metrics": metrics})

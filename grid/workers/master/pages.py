@@ -2,7 +2,9 @@
 
 Read-only views of Redis, so any master (leader or standby) can serve them:
 `/` dashboard, `/api/status`, `/api/nodes`, `/api/agents`, `/api/events?limit=N&type=T`,
-`/metrics` (by prometheus_client). Stdlib HTTP server in a daemon thread.
+`/metrics` (by prometheus_client). Stdlib HTTP server in a daemon thread, with grid-node's
+limits (`grid.node.httpguard`): a cap on open connections, a deadline for each request head,
+a timeout on every read.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,18 +23,22 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from grid.core.events import EVENT_TYPES, EventLog
 from grid.core.state import GridState
+from grid.node.httpguard import GuardedHandler, GuardedServer
 from grid.workers.master.exposition import metrics_registry
 from grid.workers.master.report import agents_with_node_counts, status_report
 
 log = logging.getLogger(__name__)
+
+READ_TIMEOUT = 10.0  # seconds any one read of a request may wait
 
 
 def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]:
     page = resources.files("grid.workers.master").joinpath("dashboard.html").read_bytes()
     registry = metrics_registry(state)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(GuardedHandler):
         server_version = "grid"
+        timeout = READ_TIMEOUT
 
         def log_message(self, format: str, *args: Any) -> None:  # stdlib name
             log.debug("http: " + format, *args)
@@ -90,8 +96,7 @@ def _handler(state: GridState, events: EventLog) -> type[BaseHTTPRequestHandler]
 
 class WebServer:
     def __init__(self, state: GridState, events: EventLog, host: str, port: int) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler(state, events))
-        self.httpd.daemon_threads = True
+        self.httpd = GuardedServer((host, port), _handler(state, events))
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="grid-web", daemon=True
         )

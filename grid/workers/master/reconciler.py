@@ -94,16 +94,20 @@ def plan(
     failed_on: dict[str, set[str]] = {}
     failures: dict[str, int] = {}
     live: list[NodeRecord] = []
+    known = {a.agent_id for a in agents}
     for node in nodes:
         stuck = (
             node.status in (NodeStatus.PENDING, NodeStatus.STARTING)
             and now - max(node.created_at, node.started_at) > spawn_timeout
         )
-        if node.status in (NodeStatus.FAILED, NodeStatus.LOST) or stuck:
+        # an agent whose record is gone will never act on its nodes (nor go offline): its
+        # records are collected like lost ones, stopping ones included
+        orphan = node.agent_id not in known
+        if node.status in (NodeStatus.FAILED, NodeStatus.LOST) or stuck or orphan:
             result.remove.append(node)
             if stuck:
                 result.timed_out.append(node.node_id)
-            if node.status != NodeStatus.LOST:
+            if node.status != NodeStatus.LOST and not orphan:
                 failed_on.setdefault(node.pool, set()).add(node.agent_id)
                 failures[node.pool] = failures.get(node.pool, 0) + 1
         else:
