@@ -82,8 +82,29 @@ def pool_status_key() -> str:
     return f"{PREFIX}:pool-status"
 
 
+# The event log's keys share the hash tag {events}: a writer touches the stream, its indexes
+# and their registry together, so on Redis Cluster they must live in one slot.
+EVENTS_TAG = "{events}"
+
+
 def events_key() -> str:
-    return f"{PREFIX}:events"
+    """The event stream: every stored event, oldest first."""
+    return f"{PREFIX}:{EVENTS_TAG}:stream"
+
+
+def events_index_key(dimension: str, value: str) -> str:
+    """Stream of the ids of the events whose `dimension` (type, agent, node, pool) is `value`."""
+    return f"{PREFIX}:{EVENTS_TAG}:ix:{dimension}:{value}"
+
+
+def events_indexes_key() -> str:
+    """Sorted set of every index key, scored by the time (ms) of its newest entry."""
+    return f"{PREFIX}:{EVENTS_TAG}:indexes"
+
+
+def events_live_channel() -> str:
+    """Pub/sub channel of events published live and not stored (heartbeats)."""
+    return f"{PREFIX}:events:live"
 
 
 def leader_key() -> str:

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grid.cli.main import cli, main
+from grid.core import naming
 from grid.core.connection import redis_client
 from grid.core.events import EVENT_TYPES, EventLog, EventType
 from grid.core.rtypes import Redis
@@ -354,7 +355,7 @@ def test_events_since_excludes_older_events(env: dict[str, str], client: Redis) 
     # an event from two hours ago: a stream entry with an explicit id in the past
     old_ms = int((time.time() - 7200) * 1000)
     client.xadd(
-        "grid:events",
+        naming.events_key(),
         {"type": "scale_requested", "ts": str(old_ms / 1000), "message": "old", "data": "{}"},
         id=f"{old_ms}-0",
     )

@@ -1,0 +1,159 @@
+"""The batched writer: emitters append to a bounded in-process buffer; one thread writes it
+out in batches (by size, or after `flush_interval`), two round trips per batch.
+
+A full buffer makes emitters wait (backpressure) up to `put_timeout`, then the event is
+dropped with a warning: a Redis outage must not stall an agent's task threads forever.
+A failed batch is kept and retried. `close()` (also run at interpreter exit) writes out
+everything buffered before it returns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import redis
+
+from grid.core.events.store import EventStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BufferedWriter:
+    def __init__(
+        self,
+        store: EventStore,
+        batch_size: int = 1000,
+        flush_interval: float = 0.05,
+        capacity: int = 100_000,
+        put_timeout: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.capacity = capacity
+        self.put_timeout = put_timeout
+        self.written = 0
+        self.dropped = 0
+        self._buffer: collections.deque[Sequence[str]] = collections.deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._oldest = 0.0  # monotonic time the oldest buffered event arrived
+        self._thread: threading.Thread | None = None
+
+    def put(self, values: Sequence[str]) -> bool:
+        """Buffer one event's values; False if it was dropped (buffer full, or closed)."""
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._start()
+            if len(self._buffer) >= self.capacity:
+                deadline = time.monotonic() + self.put_timeout
+                while len(self._buffer) >= self.capacity and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            if self._closed or len(self._buffer) >= self.capacity:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 10_000 == 0:
+                    log.warning("event buffer full or closed: %d events dropped", self.dropped)
+                return False
+            if not self._buffer:
+                self._oldest = time.monotonic()
+            self._buffer.append(values)
+            if len(self._buffer) == self.batch_size:
+                self._cond.notify_all()
+            return True
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything buffered so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._oldest = 0.0  # due now
+            self._cond.notify_all()
+            while self._buffer or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return not (self._buffer or self._in_flight)
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write out what is buffered, then stop the thread; later puts are dropped."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("event writer did not finish within %.0fs", timeout)
+        atexit.unregister(self.close)
+        with self._cond:
+            if self._buffer:
+                log.error("%d buffered events not written at close", len(self._buffer))
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def _take(self) -> list[Sequence[str]] | None:
+        """The next batch once one is due; None when closed and drained."""
+        with self._cond:
+            while True:
+                if self._buffer:
+                    due = self._oldest + self.flush_interval - time.monotonic()
+                    if len(self._buffer) >= self.batch_size or due <= 0 or self._closed:
+                        break
+                    self._cond.wait(due)
+                elif self._closed:
+                    return None
+                else:
+                    self._cond.wait()
+            count = min(len(self._buffer), self.batch_size)
+            batch = [self._buffer.popleft() for _ in range(count)]
+            self._in_flight = count
+            self._oldest = time.monotonic()
+            self._cond.notify_all()  # room for waiting emitters
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            ids = self._retry("storing", functools.partial(self.store.append, batch), len(batch))
+            if ids is None:  # closed while Redis was away: put the batch back for close()
+                with self._cond:
+                    self._buffer.extendleft(reversed(batch))
+                    self._in_flight = 0
+                return
+            # indexed separately so that a retry never stores the events twice
+            self._retry("indexing", functools.partial(self.store.index, ids, batch), len(batch))
+            with self._cond:
+                self.written += len(batch)
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _retry(self, what: str, step: Callable[[], T], count: int) -> T | None:
+        """step() until it succeeds, backing off; None if closed meanwhile."""
+        backoff = 0.05
+        while True:
+            try:
+                return step()
+            except redis.RedisError as exc:
+                log.warning("%s %d events failed, retrying: %s", what, count, exc)
+            with self._cond:
+                if self._closed:
+                    log.error("%s %d events failed at close", what, count)
+                    return None
+                self._cond.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
