@@ -82,8 +82,8 @@ def pool_status_key() -> str:
     return f"{PREFIX}:pool-status"
 
 
-# The event log's keys share the hash tag {events}: a writer touches the stream, its indexes
-# and their registry together, so on Redis Cluster they must live in one slot.
+# The event log's keys share the hash tag {events}: its scripts touch the stream and its
+# indexes together, so on Redis Cluster they must live in one slot.
 EVENTS_TAG = "{events}"
 
 
@@ -93,13 +93,9 @@ def events_key() -> str:
 
 
 def events_index_key(dimension: str, value: str) -> str:
-    """Stream of the ids of the events whose `dimension` (type, agent, node, pool) is `value`."""
+    """Index stream of the events whose `dimension` is `value` (an event type) or hashes to
+    bucket `value` (agent, node, pool)."""
     return f"{PREFIX}:{EVENTS_TAG}:ix:{dimension}:{value}"
-
-
-def events_indexes_key() -> str:
-    """Sorted set of every index key, scored by the time (ms) of its newest entry."""
-    return f"{PREFIX}:{EVENTS_TAG}:indexes"
 
 
 def events_live_channel() -> str:

@@ -451,3 +451,23 @@ def test_bad_setting_names_the_variable(
     code, out, err = run_main(capsys, "status")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "GRID_HEARTBEAT_INTERVAL" in err
+
+
+def test_events_pages_back_and_forth_with_cursors(env: dict[str, str], client: Redis) -> None:
+    log = EventLog(client)
+    for i in range(30):
+        log.emit(EventType.NODE_CRASHED if i % 3 else EventType.SPAWN_SUCCEEDED, f"#{i}")
+    seen: list[str] = []
+    args = ["events", "--type", "node_crashed", "--limit", "7", "--json"]
+    page = json.loads(invoke(env, *args).stdout)
+    while page:
+        seen = [r["message"] for r in page] + seen
+        page = json.loads(invoke(env, *args, "--before", page[0]["id"]).stdout)
+    assert seen == [f"#{i}" for i in range(30) if i % 3]
+    first = json.loads(invoke(env, "events", "--limit", "1", "--json").stdout)
+    assert first[0]["message"] == "#29"
+    oldest = json.loads(invoke(env, "events", "--limit", "5", "--after", "0-0", "--json").stdout)
+    assert [r["message"] for r in oldest] == [f"#{i}" for i in range(5)]
+    text = invoke(env, "events", "--limit", "5")
+    assert f"--before {oldest[0]['id']}" not in text.stderr  # the newest page starts later
+    assert "(more: grid events --before " in text.stderr

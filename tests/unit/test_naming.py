@@ -25,7 +25,6 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.pool_status_key, (), "grid:pool-status"),
     (naming.events_key, (), "grid:{events}:stream"),
     (naming.events_index_key, ("agent", "agent-1"), "grid:{events}:ix:agent:agent-1"),
-    (naming.events_indexes_key, (), "grid:{events}:indexes"),
     (naming.events_live_channel, (), "grid:events:live"),
     (naming.leader_key, (), "grid:leader"),
     (naming.leader_info_key, (), "grid:leader-info"),
