@@ -130,18 +130,32 @@ class BufferedWriter:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            ids = self._retry("storing", functools.partial(self.store.append, batch), len(batch))
-            if ids is None:  # closed while Redis was away: put the batch back for close()
+            try:
+                if not self._write(batch):
+                    return  # closed while Redis was away: close() reports what is left
+            except Exception:  # the thread must outlive one bad batch, or emitters would block
+                log.exception("dropping %d events that could not be written", len(batch))
                 with self._cond:
-                    self._buffer.extendleft(reversed(batch))
+                    self.dropped += len(batch)
                     self._in_flight = 0
-                return
-            # indexed separately so that a retry never stores the events twice
-            self._retry("indexing", functools.partial(self.store.index, ids, batch), len(batch))
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[Sequence[str]]) -> bool:
+        """Store then index one batch, retrying each step; False if closed before storing."""
+        ids = self._retry("storing", functools.partial(self.store.append, batch), len(batch))
+        if ids is None:
             with self._cond:
-                self.written += len(batch)
+                self._buffer.extendleft(reversed(batch))
                 self._in_flight = 0
                 self._cond.notify_all()
+            return False
+        # indexed separately so that a retry never stores the events twice
+        self._retry("indexing", functools.partial(self.store.index, ids, batch), len(batch))
+        with self._cond:
+            self.written += len(batch)
+            self._in_flight = 0
+            self._cond.notify_all()
+        return True
 
     def _retry(self, what: str, step: Callable[[], T], count: int) -> T | None:
         """step() until it succeeds, backing off; None if closed meanwhile."""
