@@ -70,21 +70,30 @@ def test_indexes_agree_with_the_stream_however_events_are_written(client: Redis)
     assert client.xlen(naming.events_key()) == 752
 
 
-def test_interleaved_batches_of_two_writers_are_merged_in_order(client: Redis) -> None:
-    a, b = EventStore(client, 10**6, WEEK), EventStore(client, 10**6, WEEK)
-    batch_a = [values(i) for i in range(300)]
-    batch_b = [values(i, "node_crashed") for i in range(300, 600)]
-    ids_a = a.append(batch_a)
-    ids_b = b.append(batch_b)
-    b.index(ids_b, batch_b)  # the later batch is indexed first: a's entries must merge
-    a.index(ids_a, batch_a)
-    assert check_indexes(a) == []
-    log = EventLog(client)
-    everything = [e.id for e in log.read(agent_id="agent-3", limit=1000)]
-    pairs = zip(ids_a + ids_b, batch_a + batch_b, strict=True)
-    assert everything == [i for i, v in pairs if v[3] == "agent-3"]
-    crashed = log.read(types={"node_crashed"}, node_id="n-5", limit=1000)
-    assert [e.data["i"] for e in crashed] == [i for i in range(300, 600) if i % 23 == 5]
+def test_concurrent_batch_writers_keep_the_indexes_in_order(redis_url: str) -> None:
+    def writer(offset: int) -> None:
+        c = redis_client(redis_url)
+        store = EventStore(c, 10**6, WEEK)
+        for start in range(offset, offset + 3000, 100):
+            store.add_batch([values(i, "node_crashed" if i % 2 else "spawn_succeeded")
+                             for i in range(start, start + 100)])  # fmt: skip
+        c.close()
+
+    threads = [threading.Thread(target=writer, args=(o,)) for o in (0, 10_000, 20_000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    c = redis_client(redis_url)
+    log = EventLog(c)
+    assert c.xlen(naming.events_key()) == 9000
+    assert check_indexes(log.store) == []
+    every = log.read(limit=10_000)
+    crashed = log.read(types={"node_crashed"}, node_id="n-5", limit=10_000)
+    assert [e.id for e in crashed] == [
+        e.id for e in every if e.type == "node_crashed" and e.node_id == "n-5"
+    ]
+    c.close()
 
 
 def test_a_rare_type_query_finds_exactly_its_events(client: Redis) -> None:
@@ -215,6 +224,20 @@ def test_the_batched_writer_loses_nothing_on_a_clean_shutdown(client: Redis) -> 
     for t in range(threads):
         got = log.read(agent_id=f"agent-{t}", limit=per + 1)
         assert [e.data["i"] for e in got] == list(range(per))  # each thread's order kept
+
+
+def test_an_event_emitted_after_close_is_written_at_once(client: Redis) -> None:
+    log = EventLog(client, buffered=True)
+    log.emit(EventType.SCALE_REQUESTED, "before close")
+    log.close()
+    log.emit(EventType.SCALE_REQUESTED, "after close")
+    assert [e.message for e in log.read()] == ["before close", "after close"]
+
+
+def test_a_subject_with_separator_characters_is_refused(client: Redis) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        EventLog(client).emit(EventType.SPAWN_REQUESTED, node_id="n\x1f1")
+    assert client.xlen(naming.events_key()) == 0
 
 
 def test_flush_makes_buffered_events_visible(client: Redis) -> None:

@@ -22,14 +22,16 @@ and checks every filter on the event itself. Indexes are trimmed to the stream's
 so the cap and the retention apply to them too; an item older than that is skipped.
 
 Writing: an unbuffered `emit` (and one given a caller's `pipe`) runs events_append.lua: XADD
-plus its index entries in one atomic call. The buffered writer stores a batch with plain
-pipelined XADDs (cheap for Redis), then indexes it with one events_index.lua call; a batch
-that interleaves with another writer's is merged by the script, never reordered.
+plus its index entries in one atomic call. The buffered writer sends a batch as one MULTI of
+plain XADDs (cheaper for Redis than XADDs from Lua) followed by events_index.lua, which reads
+back the batch's ids and appends one index entry per key: one round trip, atomic, so index
+entry ids only grow and no two writers' batches interleave.
 
-Redis Cluster: the scripts touch the stream and its indexes together, so every event key
-carries the ``{events}`` tag and lives in one slot (one shard holds the whole log; events sit
-on the events/metrics Redis, not the state store). Pipelines here only ever hold keys of that
-one slot.
+Redis Cluster: the scripts and the MULTI touch the stream and its indexes together, so every
+event key carries the ``{events}`` tag and lives in one slot (one shard holds the whole log;
+events belong on the events/metrics Redis, not the state store). Every pipeline here holds
+keys of that one slot only; the client is a plain (non-cluster) client of the Redis that
+holds the slot.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from grid.core.events.model import (
     encode,
 )
 from grid.core.events.query import Filters, select
-from grid.core.events.store import EventStore, all_index_keys
+from grid.core.events.store import KV, SEP, EventStore, all_index_keys
 from grid.core.events.writer import BufferedWriter
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
@@ -81,6 +81,9 @@ class EventLog:
         """Record an event (or only publish it, for heartbeats). With `pipe` (a pipeline of
         this log's Redis) the event is queued on it and written when the caller executes it."""
         etype = EventType(type)
+        for subject in (agent_id, node_id, pool):
+            if SEP in subject or KV in subject:
+                raise ValueError(f"bad event subject {subject!r}: control characters")
         values = encode(etype.value, time.time(), message, agent_id, node_id, pool, data)
         if etype in NOT_STORED:
             target = pipe if pipe is not None else self.client
@@ -89,8 +92,8 @@ class EventLog:
             )
         elif pipe is not None or self.writer is None:
             self.store.add_one(values, pipe)
-        else:
-            self.writer.put(values)
+        elif not self.writer.put(values) and self.writer.closed:
+            self.store.add_one(values)  # after close(): written at once, never lost
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every buffered event is written (True at once when unbuffered)."""

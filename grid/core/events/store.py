@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 import hiredis
+import redis
 
 from grid.core import naming
 from grid.core.events.ids import Bounds, StreamId, format_id, parse_id
@@ -62,7 +63,7 @@ class EventStore:
         self.retention = retention
         self.key = naming.events_key()
         self._append = client.register_script(_lua("events_append.lua"))
-        self._index = client.register_script(_lua("events_index.lua"))
+        self._index_source = _lua("events_index.lua")
 
     def _min_id_ms(self) -> int:
         return max(0, int((time.time() - self.retention) * 1000))
@@ -78,27 +79,38 @@ class EventStore:
         return self._append(keys=keys, args=args, client=pipe if pipe is not None else None)
 
     def add_batch(self, batch: Sequence[Sequence[str]]) -> list[str]:
-        """Store a batch, then index it: two round trips for any batch size. Returns the new
-        ids, oldest first. (The batched writer calls the two steps itself, to retry each.)"""
-        ids = self.append(batch)
-        self.index(ids, batch)
-        return ids
-
-    def append(self, batch: Sequence[Sequence[str]]) -> list[str]:
-        """Add a batch to the stream in one round trip (and trim it); the new ids, oldest first."""
+        """Store and index a batch in one MULTI (one round trip, atomic: nothing of another
+        writer comes between the XADDs and their index entries). The new ids, oldest first."""
         if not batch:
             return []
-        commands: list[Any] = [
+        groups: dict[str, list[str]] = {}
+        for pos, values in enumerate(batch, start=1):
+            for key, value in indexes_of(values):
+                groups.setdefault(key, []).append(f"{pos}{KV}{value}" if value else str(pos))
+        commands: list[Any] = [("MULTI",)]
+        commands += [
             ("XADD", self.key, "*", *[x for pair in zip(FIELDS, values, strict=True) for x in pair])
             for values in batch
         ]
+        # EVAL, not EVALSHA: a script missing after a Redis restart would fail inside EXEC
+        keys = [self.key, *groups]
+        args = [len(batch), *(SEP.join(items) for items in groups.values())]
+        commands.append(("EVAL", self._index_source, len(keys), *keys, *args))
         commands.append(("XTRIM", self.key, "MAXLEN", "~", self.maxlen))
         commands.append(("XTRIM", self.key, "MINID", "~", self._min_id_ms()))
-        return [str(event_id) for event_id in self._send(commands)[: len(batch)]]
+        commands.append(("EXEC",))
+        replies = self._send(commands)[-1]
+        if not isinstance(replies, list):
+            raise redis.ResponseError(f"event batch not written: {replies!r}")
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise redis.ResponseError(f"event batch: {errors[0]}")
+        return [str(event_id) for event_id in replies[: len(batch)]]
 
     def _send(self, commands: Sequence[Any]) -> list[Any]:
-        """A pipeline packed by hiredis in one call: redis-py's own pipeline spends ~10 µs a
-        command checking arguments, which caps a writer near 30,000 events/s."""
+        """Commands sent in one write, packed by hiredis, and every reply read back (errors
+        returned, not raised): redis-py's own pipeline spends ~10 µs a command checking
+        arguments, which capped a writer near 30,000 events/s."""
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
@@ -109,20 +121,6 @@ class EventStore:
             raise
         finally:
             pool.release(conn)
-
-    def index(self, ids: Sequence[str], batch: Sequence[Sequence[str]]) -> None:
-        """Index events just appended (ids oldest first), in one script call. Idempotent
-        enough to retry: a repeated item is listed twice and read back once."""
-        groups: dict[str, list[str]] = {}
-        for event_id, values in zip(ids, batch, strict=True):
-            for key, value in indexes_of(values):
-                groups.setdefault(key, []).append(event_id + KV + value if value else event_id)
-        if not groups:
-            return
-        args: list[str] = []
-        for items in groups.values():
-            args += [_item_id(items[0]), _item_id(items[-1]), SEP.join(items)]
-        self._index(keys=[self.key, *groups], args=args)
 
     def trim(self, index_keys: Iterable[str]) -> None:
         """Apply retention to the stream and to every index key now (writers do it as they go)."""

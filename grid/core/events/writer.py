@@ -1,9 +1,10 @@
 """The batched writer: emitters append to a bounded in-process buffer; one thread writes it
-out in batches (by size, or after `flush_interval`), two round trips per batch.
+out in batches (by size, or after `flush_interval`), one round trip per batch.
 
 A full buffer makes emitters wait (backpressure) up to `put_timeout`, then the event is
 dropped with a warning: a Redis outage must not stall an agent's task threads forever.
-A failed batch is kept and retried. `close()` (also run at interpreter exit) writes out
+A failed batch is kept and retried (at least once: a batch whose reply was lost may be
+written twice). `close()` (also run at interpreter exit) writes out
 everything buffered before it returns.
 """
 
@@ -13,6 +14,7 @@ import atexit
 import collections
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,9 +50,25 @@ class BufferedWriter:
         self._closed = False
         self._oldest = 0.0  # monotonic time the oldest buffered event arrived
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _reset_after_fork(self) -> None:
+        """A forked child has the buffer but not the thread: it starts afresh, empty (the
+        parent writes what it had buffered)."""
+        self._buffer = collections.deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._thread = None
+        self._pid = os.getpid()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def put(self, values: Sequence[str]) -> bool:
         """Buffer one event's values; False if it was dropped (buffer full, or closed)."""
+        if self._pid != os.getpid():
+            self._reset_after_fork()
         with self._cond:
             if self._thread is None and not self._closed:
                 self._start()
@@ -141,33 +159,28 @@ class BufferedWriter:
                     self._cond.notify_all()
 
     def _write(self, batch: list[Sequence[str]]) -> bool:
-        """Store then index one batch, retrying each step; False if closed before storing."""
-        ids = self._retry("storing", functools.partial(self.store.append, batch), len(batch))
-        if ids is None:
-            with self._cond:
-                self._buffer.extendleft(reversed(batch))
-                self._in_flight = 0
-                self._cond.notify_all()
-            return False
-        # indexed separately so that a retry never stores the events twice
-        self._retry("indexing", functools.partial(self.store.index, ids, batch), len(batch))
+        """Store and index one batch, retrying; False if closed before it could be written."""
+        ids = self._retry(functools.partial(self.store.add_batch, batch), len(batch))
         with self._cond:
-            self.written += len(batch)
+            if ids is None:
+                self._buffer.extendleft(reversed(batch))
+            else:
+                self.written += len(batch)
             self._in_flight = 0
             self._cond.notify_all()
-        return True
+        return ids is not None
 
-    def _retry(self, what: str, step: Callable[[], T], count: int) -> T | None:
+    def _retry(self, step: Callable[[], T], count: int) -> T | None:
         """step() until it succeeds, backing off; None if closed meanwhile."""
         backoff = 0.05
         while True:
             try:
                 return step()
             except redis.RedisError as exc:
-                log.warning("%s %d events failed, retrying: %s", what, count, exc)
+                log.warning("writing %d events failed, retrying: %s", count, exc)
             with self._cond:
                 if self._closed:
-                    log.error("%s %d events failed at close", what, count)
+                    log.error("writing %d events failed at close", count)
                     return None
                 self._cond.wait(backoff)
             backoff = min(backoff * 2, 2.0)

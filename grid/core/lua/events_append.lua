@@ -15,7 +15,6 @@ redis.call('XTRIM', stream, 'MINID', '~', ARGV[2])
 local floor = floor_of(stream)
 for k = 2, #KEYS do
   local value = ARGV[3 + 2 * n + k - 1]
-  local item = value == '' and id or (id .. KV .. value)
-  add_index(KEYS[k], item, id, id, floor)
+  add_index(KEYS[k], value == '' and id or (id .. KV .. value), id, floor)
 end
 return id
