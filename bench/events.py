@@ -8,7 +8,8 @@ it. The workload is a grid of 5,000 agents x 10 nodes in 5 pools; event i comes 
 10,000th event. For each size, from an empty Redis:
 
 1. fill: the log is written to that size by one buffered `EventLog` (the batched writer,
-   default batch and flush settings), in this process: events/s while it grows;
+   default batch and flush settings), in this process: events/s while it grows, and the
+   Redis server's CPU time per event (INFO cpu);
 2. single: 2,000 unbuffered `emit` calls (one atomic script call each);
 3. baseline: 20,000 plain XADDs (no index) of the same entries through a redis-py pipeline
    of 1,000, into a scratch stream, deleted after: what the issue's "38.5 k/s batched" was;
@@ -71,15 +72,23 @@ def emit_range(log: EventLog, start: int, stop: int) -> None:
         log.emit(kind, f"node {node} on {agent}", agent_id=agent, node_id=node, pool=pool)
 
 
-def fill(client: Redis, start: int, stop: int) -> float:
-    """Events/s of one buffered writer adding events start..stop (flushed)."""
+def redis_cpu(client: Redis) -> float:
+    """CPU seconds the Redis server has used (user + system)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def fill(client: Redis, start: int, stop: int) -> tuple[float, float]:
+    """(events/s, Redis CPU µs per event) of one buffered writer adding events start..stop."""
     log = EventLog(client, maxlen=10**8, buffered=True)
 
     def write() -> None:
         emit_range(log, start, stop)
         log.close(timeout=600)
 
-    return (stop - start) / timed(write)
+    cpu = redis_cpu(client)
+    rate = (stop - start) / timed(write)
+    return rate, (redis_cpu(client) - cpu) * 1e6 / (stop - start)
 
 
 def single(client: Redis, count: int) -> float:
@@ -87,8 +96,9 @@ def single(client: Redis, count: int) -> float:
     return count / timed(lambda: emit_range(log, 10**9, 10**9 + count))
 
 
-def raw_baseline(client: Redis, count: int) -> float:
-    """Plain pipelined XADD of the same entries, no index (the issue's 38.5 k/s)."""
+def raw_baseline(client: Redis, count: int) -> tuple[float, float]:
+    """(events/s, Redis CPU µs per event) of plain pipelined XADDs of the same entries, no
+    index (what the issue's 38.5 k/s "batched" was)."""
     key = naming.events_key() + ":bench-baseline"
     rows = [
         dict(zip(FIELDS, encode(k, time.time(), f"node {n}", a, n, p, {}), strict=True))
@@ -102,9 +112,11 @@ def raw_baseline(client: Redis, count: int) -> float:
                 pipe.xadd(key, fields)  # type: ignore[arg-type]
             pipe.execute()
 
+    cpu = redis_cpu(client)
     rate = count / timed(write)
+    used = (redis_cpu(client) - cpu) * 1e6 / count
     client.delete(key)
-    return rate
+    return rate, used
 
 
 def old_scan(log: EventLog, kind: str) -> int:
@@ -213,12 +225,18 @@ def main() -> int:
                 client.flushall()
                 base = int(client.info("memory")["used_memory"])
                 print(f"size {size}: filling", file=sys.stderr, flush=True)
-                row: dict[str, Any] = {"fill_events_per_s": round(fill(client, 0, size))}
+                rate, cpu = fill(client, 0, size)
+                row: dict[str, Any] = {
+                    "fill_events_per_s": round(rate),
+                    "fill_redis_cpu_us_per_event": round(cpu, 2),
+                }
                 row["memory"] = memory(client, base, size)
                 print(f"size {size}: queries", file=sys.stderr, flush=True)
                 row["queries_ms"] = queries(client, size, args.reps, args.scan_max)
                 row["single_emit_per_s"] = round(single(client, 2000))
-                row["raw_xadd_pipeline_per_s"] = round(raw_baseline(client, 20_000))
+                rate, cpu = raw_baseline(client, 20_000)
+                row["raw_xadd_pipeline_per_s"] = round(rate)
+                row["raw_xadd_redis_cpu_us_per_event"] = round(cpu, 2)
                 result["sizes"][size] = row
             for count in (int(w) for w in args.writers.split(",")):
                 client.flushall()

@@ -19,7 +19,7 @@ from grid.core.events.model import (
     encode,
 )
 from grid.core.events.query import Filters, select
-from grid.core.events.store import KV, SEP, EventStore, all_index_keys
+from grid.core.events.store import ID, KV, SEP, EventStore, all_index_keys
 from grid.core.events.writer import BufferedWriter
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
@@ -82,7 +82,7 @@ class EventLog:
         this log's Redis) the event is queued on it and written when the caller executes it."""
         etype = EventType(type)
         for subject in (agent_id, node_id, pool):
-            if SEP in subject or KV in subject:
+            if SEP in subject or KV in subject or ID in subject:
                 raise ValueError(f"bad event subject {subject!r}: control characters")
         values = encode(etype.value, time.time(), message, agent_id, node_id, pool, data)
         if etype in NOT_STORED:

@@ -21,6 +21,7 @@ from grid.core.rtypes import Redis
 BUCKETS = 64  # hashed index streams per subject dimension (agent, node, pool); see below
 EXACT = frozenset({"type"})  # dimensions with one index stream per value (a closed catalogue)
 SEP, KV = "\x1f", "\x1e"  # between index items; between an item's event id and its value
+ID = "\x1d"  # marks where events_index.lua puts an event id
 PAGE = 500  # index entries (or stream entries) read per round trip
 
 
@@ -84,9 +85,13 @@ class EventStore:
         if not batch:
             return []
         groups: dict[str, list[str]] = {}
+        last: dict[str, int] = {}
         for pos, values in enumerate(batch, start=1):
             for key, value in indexes_of(values):
-                groups.setdefault(key, []).append(f"{pos}{KV}{value}" if value else str(pos))
+                groups.setdefault(key, []).append(
+                    f"{ID}{pos}{KV}{value}" if value else f"{ID}{pos}"
+                )
+                last[key] = pos
         commands: list[Any] = [("MULTI",)]
         commands += [
             ("XADD", self.key, "*", *[x for pair in zip(FIELDS, values, strict=True) for x in pair])
@@ -94,7 +99,9 @@ class EventStore:
         ]
         # EVAL, not EVALSHA: a script missing after a Redis restart would fail inside EXEC
         keys = [self.key, *groups]
-        args = [len(batch), *(SEP.join(items) for items in groups.values())]
+        args: list[Any] = [len(batch)]
+        for key, items in groups.items():
+            args += [SEP.join(items), last[key]]
         commands.append(("EVAL", self._index_source, len(keys), *keys, *args))
         commands.append(("XTRIM", self.key, "MAXLEN", "~", self.maxlen))
         commands.append(("XTRIM", self.key, "MINID", "~", self._min_id_ms()))
