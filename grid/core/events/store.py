@@ -18,7 +18,9 @@ from grid.core.events.ids import Bounds, StreamId, format_id, parse_id
 from grid.core.events.model import FIELDS, INDEXED
 from grid.core.rtypes import Redis
 
-BUCKETS = 64  # hashed index streams per subject dimension (agent, node, pool); see below
+# Hashed index streams per subject dimension (agent, node, pool). A query for one agent or
+# node walks one bucket (1/64 of the events); more buckets mean more index entries per batch.
+BUCKETS = 64
 EXACT = frozenset({"type"})  # dimensions with one index stream per value (a closed catalogue)
 SEP, KV = "\x1f", "\x1e"  # between index items; between an item's event id and its value
 ID = "\x1d"  # marks where events_index.lua puts an event id
@@ -115,9 +117,9 @@ class EventStore:
         return [str(event_id) for event_id in replies[: len(batch)]]
 
     def _send(self, commands: Sequence[Any]) -> list[Any]:
-        """Commands sent in one write, packed by hiredis, and every reply read back (errors
-        returned, not raised): redis-py's own pipeline spends ~10 µs a command checking
-        arguments, which capped a writer near 30,000 events/s."""
+        """Commands sent in one write, packed by hiredis, and every reply read back (an error
+        reply raises; errors inside EXEC's reply are returned in it). redis-py's own
+        pipeline spends ~10 µs a command checking arguments before hiredis packs them."""
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
@@ -224,7 +226,3 @@ class EventStore:
                 if len(rows) < PAGE:
                     return
                 start = "(" + rows[-1][0]
-
-
-def _item_id(item: str) -> str:
-    return item.partition(KV)[0]
