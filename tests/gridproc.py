@@ -20,6 +20,7 @@ from typing import Any, Self
 import psutil
 import redis
 
+from grid.core import naming
 from grid.core.connection import redis_client
 from grid.core.rtypes import Redis
 from grid.core.state import GridState, NodeRecord
@@ -170,7 +171,7 @@ class LocalGrid:
         return [n for n in result or [] if n.node_id != "none"]  # not None: it waited
 
     def events(self, type_: str) -> list[dict[str, Any]]:
-        rows = self.client.xrange("grid:events")
+        rows = self.client.xrange(naming.events_key())
         return [f for _, f in rows if f.get("type") == type_]
 
     # ---- node processes ------------------------------------------------------------

@@ -153,6 +153,8 @@ def _event_line(ev: Event) -> str:
 @click.option("--node", "node_id")
 @click.option("--pool")
 @click.option("--since", type=Duration(), help="Only events newer than this (e.g. 10m, 1h).")
+@click.option("--before", metavar="ID", help="Only events older than this event id (page back).")
+@click.option("--after", metavar="ID", help="Only events newer than this event id (page on).")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
 @json_option
@@ -164,29 +166,42 @@ def events(
     node_id: str | None,
     pool: str | None,
     since: float | None,
+    before: str | None,
+    after: str | None,
     limit: int,
     follow: bool,
     as_json: bool,
 ) -> None:
-    """Show the event log, oldest first. Types: see `grid events --help`."""
+    """Show the event log, oldest first: the newest LIMIT events (older than --before), or
+    the oldest LIMIT after --after. Types: see `grid events --help`."""
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
         raise ConfigError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
-    log = EventLog(ctx.redis)
+    if follow and before is not None:
+        raise ConfigError("--follow and --before do not go together: follow pages forward")
+    start = None
+    if since is not None:
+        start = time.time() - since
+        if start < 0:
+            raise ConfigError(f"--since {since:g}s reaches back before 1970-01-01")
     filters: dict[str, Any] = {
         "types": set(types) or None,
         "agent_id": agent_id,
         "node_id": node_id,
         "pool": pool,
     }
-    found = log.read(since=time.time() - since if since else None, limit=limit, **filters)
+    log = EventLog(ctx.redis)
+    found = log.read(since=start, limit=limit, before=before, after=after, **filters)
     if as_json and not follow:
         emit_json([e.as_dict() for e in found])
         return
     for ev in found:
         click.echo(_json_line(ev) if as_json else _event_line(ev))
+    if not as_json and not follow and len(found) == limit:  # there may be another page
+        hint = f"--after {found[-1].id}" if after and not before else f"--before {found[0].id}"
+        click.echo(f"(more: grid events {hint})", err=True)
     if follow:
-        last = found[-1].id if found else "$"
+        last = found[-1].id if found else (after or "$")
         for new in log.follow(after=last, **filters):
             if new is not None:
                 click.echo(_json_line(new) if as_json else _event_line(new))

@@ -136,8 +136,25 @@ def pool_status_key() -> str:
     return f"{PREFIX}:pool-status"
 
 
+# The event log's keys share the hash tag {events}: its scripts touch the stream and its
+# indexes together, so on Redis Cluster they must live in one slot.
+EVENTS_TAG = "{events}"
+
+
 def events_key() -> str:
-    return f"{PREFIX}:events"
+    """The event stream: every stored event, oldest first."""
+    return f"{PREFIX}:{EVENTS_TAG}:stream"
+
+
+def events_index_key(dimension: str, value: str) -> str:
+    """Index stream of the events whose `dimension` is `value` (an event type) or hashes to
+    bucket `value` (agent, node, pool)."""
+    return f"{PREFIX}:{EVENTS_TAG}:ix:{dimension}:{value}"
+
+
+def events_live_channel() -> str:
+    """Pub/sub channel of events published live and not stored (heartbeats)."""
+    return f"{PREFIX}:events:live"
 
 
 def leader_key() -> str:

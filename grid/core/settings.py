@@ -41,7 +41,14 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(2.0, gt=0, description="seconds between periodic reconciles")
     autoscale_tick: float = Field(1.0, gt=0, description="seconds between autoscaler ticks")
 
-    events_maxlen: int = Field(100_000, gt=0, description="events kept in the stream")
+    events_maxlen: int = Field(
+        1_000_000, gt=0, description="memory cap: events kept (see docs/BENCHMARKS.md, bytes each)"
+    )
+    events_retention: float = Field(7 * 86400.0, gt=0, description="seconds of events kept")
+    events_batch_size: int = Field(1000, ge=1, description="events per batch, buffered writers")
+    events_flush_interval: float = Field(
+        0.05, gt=0, description="seconds a buffered event may wait before it is written"
+    )
 
     node_command: str = Field("grid-node", description="command that starts a storage node")
     node_start_timeout: float = Field(15.0, gt=0, description="seconds for a node to answer")

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psutil
 import redis
 
+from grid.core import naming
 from grid.core.events import Event
 from grid.core.state import NodeRecord
 from tests.gridproc import BackgroundSampler, LocalGrid
@@ -32,7 +33,7 @@ from tests.helpers import wait_for
 
 T = TypeVar("T")
 
-EVENTS_KEY = "grid:events"
+EVENTS_KEY = naming.events_key()
 
 
 def quiet(fn: Callable[[], T]) -> Callable[[], T | None]:

@@ -86,6 +86,21 @@ CASES = [
         ["events", "--type", "nope"], {}, ["unknown event type 'nope'"], id="bad-event-type"
     ),
     pytest.param(
+        ["events", "--since", "99999999999d"], {}, ["--since", "before 1970"], id="events-since"
+    ),
+    pytest.param(
+        ["events", "--before", "nope"], {}, ["bad --before cursor 'nope'"], id="events-before"
+    ),
+    pytest.param(
+        ["events", "--after", "1-2-3"], {}, ["bad --after cursor '1-2-3'"], id="events-after"
+    ),
+    pytest.param(
+        ["events", "--follow", "--before", "1-0"],
+        {},
+        ["--follow and --before"],
+        id="events-follow-before",
+    ),
+    pytest.param(
         ["status"],
         {"GRID_HEARTBEAT_INTERVAL": "abc"},
         ["GRID_HEARTBEAT_INTERVAL", "'abc'"],

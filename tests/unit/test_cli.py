@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from grid.cli.main import cli, main
+from grid.core import naming
 from grid.core.connection import redis_client
 from grid.core.events import EVENT_TYPES, EventLog, EventType
 from grid.core.rtypes import Redis
@@ -354,7 +355,7 @@ def test_events_since_excludes_older_events(env: dict[str, str], client: Redis) 
     # an event from two hours ago: a stream entry with an explicit id in the past
     old_ms = int((time.time() - 7200) * 1000)
     client.xadd(
-        "grid:events",
+        naming.events_key(),
         {"type": "scale_requested", "ts": str(old_ms / 1000), "message": "old", "data": "{}"},
         id=f"{old_ms}-0",
     )
@@ -498,3 +499,23 @@ def test_status_counts_are_exact_right_after_a_change(
     second = json.loads(invoke(env, "status", "--json").stdout)
     assert second["nodes"]["total"] == 5 and second["nodes"]["running"] == 3
     assert second["pools"]["web"]["nodes"] == {"pending": 1, "running": 2}
+
+
+def test_events_pages_back_and_forth_with_cursors(env: dict[str, str], client: Redis) -> None:
+    log = EventLog(client)
+    for i in range(30):
+        log.emit(EventType.NODE_CRASHED if i % 3 else EventType.SPAWN_SUCCEEDED, f"#{i}")
+    seen: list[str] = []
+    args = ["events", "--type", "node_crashed", "--limit", "7", "--json"]
+    page = json.loads(invoke(env, *args).stdout)
+    while page:
+        seen = [r["message"] for r in page] + seen
+        page = json.loads(invoke(env, *args, "--before", page[0]["id"]).stdout)
+    assert seen == [f"#{i}" for i in range(30) if i % 3]
+    first = json.loads(invoke(env, "events", "--limit", "1", "--json").stdout)
+    assert first[0]["message"] == "#29"
+    oldest = json.loads(invoke(env, "events", "--limit", "5", "--after", "0-0", "--json").stdout)
+    assert [r["message"] for r in oldest] == [f"#{i}" for i in range(5)]
+    text = invoke(env, "events", "--limit", "5")
+    assert f"--before {oldest[0]['id']}" not in text.stderr  # the newest page starts later
+    assert "(more: grid events --before " in text.stderr

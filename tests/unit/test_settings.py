@@ -25,7 +25,8 @@ def test_defaults() -> None:
     assert s.redis_url is None
     assert s.home == Path(".grid")
     assert (s.heartbeat_interval, s.degraded_after, s.offline_after) == (5.0, 15.0, 30.0)
-    assert s.events_maxlen == 100_000
+    assert s.events_maxlen == 1_000_000
+    assert s.events_retention == 7 * 86400.0
     assert s.node_command == "grid-node"
     assert s.agent_concurrency == 8
     assert s.log_level == "INFO" and s.log_format == "text"
