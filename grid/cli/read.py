@@ -21,7 +21,7 @@ from grid.cli.common import (
 )
 from grid.core import naming
 from grid.core.errors import ConfigError
-from grid.core.events import EVENT_TYPES, Event, EventLog
+from grid.core.events import EVENT_TYPES, Event
 from grid.core.state import NodeStatus
 from grid.core.tasknames import TaskName
 from grid.workers.agent.health import probe
@@ -142,7 +142,7 @@ def events(
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
         raise ConfigError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
-    log = EventLog(ctx.redis)
+    log = ctx.events
     filters: dict[str, Any] = {
         "types": set(types) or None,
         "agent_id": agent_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from grid.core import naming
+from grid.core.connection import celery_options
 
 app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
 
@@ -16,10 +17,14 @@ app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
 VISIBILITY_TIMEOUT = 3600
 
 
-def configure(redis_url: str) -> Celery:
+def configure(broker_url: str) -> Celery:
+    """Bind the app to its broker (`connection.broker_url(settings)`), which also holds
+    the results. A Sentinel URL selects kombu's `sentinel://` transport and Celery's
+    Sentinel result backend; both take the master set's name as a transport option."""
+    url, sentinel_options = celery_options(broker_url)
     app.conf.update(
-        broker_url=redis_url,
-        result_backend=redis_url,
+        broker_url=url,
+        result_backend=url,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -34,8 +39,11 @@ def configure(redis_url: str) -> Celery:
         result_expires=600,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, **sentinel_options},
+        result_backend_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            **sentinel_options,
+        },
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         enable_utc=True,

@@ -28,9 +28,9 @@ import redis
 from grid import __version__
 from grid.autoscaler.metrics import MetricsStore
 from grid.core import naming
+from grid.core.connection import Clients
 from grid.core.errors import PlatformError
 from grid.core.events import EventLog, EventType
-from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import (
     AgentRecord,
@@ -88,12 +88,12 @@ class AgentOptions:
 
 
 class AgentRuntime:
-    def __init__(self, settings: Settings, client: Redis, options: AgentOptions) -> None:
+    def __init__(self, settings: Settings, clients: Clients, options: AgentOptions) -> None:
         self.settings = settings
         self.options = options
         self.agent_id = options.agent_id
-        self.state = GridState(client)
-        self.events = EventLog(client, settings.events_maxlen)
+        self.state = GridState(clients.state)
+        self.events = EventLog(clients.events, settings.events_maxlen)
         config = dict(options.platform_config)
         if options.platform == "process":
             config.setdefault("root", str(settings.home / "agents" / self.agent_id / "nodes"))
@@ -110,7 +110,7 @@ class AgentRuntime:
         self.registration_ms = 0.0
         self.sampler = NodeSampler(
             MetricsStore(
-                client,
+                clients.events,
                 retention=settings.metrics_retention,
                 history_retention=settings.metrics_history_retention,
             ),

@@ -22,8 +22,8 @@ from celery.beat import Scheduler, Service
 
 from grid.core import naming
 from grid.core.celery_app import app
+from grid.core.connection import Clients
 from grid.core.events import EventLog, EventType
-from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import AgentStatus, GridState, owner_token
 from grid.core.tasknames import TaskName
@@ -69,11 +69,11 @@ def master_id_default() -> str:
 
 
 class MasterRuntime:
-    def __init__(self, settings: Settings, client: Redis, master_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, clients: Clients, master_id: str | None = None) -> None:
         self.settings = settings
         self.master_id = master_id or master_id_default()
-        self.state = GridState(client)
-        self.events = EventLog(client, settings.events_maxlen)
+        self.state = GridState(clients.state)
+        self.events = EventLog(clients.events, settings.events_maxlen)
         self.dispatcher = CeleryDispatcher()
         self.token = f"{self.master_id}|{owner_token()}"
         self.is_leader = False
