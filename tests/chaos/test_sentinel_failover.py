@@ -1,0 +1,42 @@
+"""Redis Sentinel: the primary is killed (kill -9) during a scale; a replica is promoted and
+the grid, configured with the Sentinel URL only, finishes the scale with nothing lost."""
+
+from __future__ import annotations
+
+from tests.chaos.conftest import GridFactory
+from tests.chaos.harness import ChaosGrid, assert_invariants, quiet
+from tests.helpers import wait_for
+from tests.sentinel import PASSWORD, SentinelSet
+
+AGENTS = ("agent-1", "agent-2")
+
+
+def _all_alive(grid: ChaosGrid) -> None:
+    dead = {name: p.returncode for name, p in grid.procs.items() if p.poll() is not None}
+    assert not dead, f"exited: {dead}"
+
+
+def test_primary_killed_during_scale(sentinel_set: SentinelSet, chaos: GridFactory) -> None:
+    # `grid scale` returns only once a replica holds the new size: it survives the failover
+    grid = chaos(url=sentinel_set.url, env={"GRID_STATE_MIN_REPLICAS": "1"})
+    grid.up(agents=AGENTS)
+    grid.scale(4)
+    grid.wait_settled()
+
+    mark = grid.mark()
+    grid.scale(10)
+    grid.wait_event("spawn_requested", since=mark, count=1)  # the scale is under way
+    old = sentinel_set.kill_primary()
+    new = sentinel_set.wait_failover(old)
+    assert new != old
+
+    assert wait_for(quiet(grid.state.desired), 15, what="desired state readable") == {"default": 10}
+    grid.wait_settled(timeout=90)
+    grid.wait_agents(*AGENTS, timeout=30)
+    # the grid acts on new requests after the failover, on the promoted primary
+    grid.scale(12)
+    grid.wait_settled(timeout=60)
+    _all_alive(grid)
+    assert_invariants(grid)
+    for name in grid.procs:
+        assert PASSWORD not in grid.log(name), f"{name}'s log shows the Redis password"

@@ -1,0 +1,41 @@
+"""Grid's redis-py client on a Sentinel URL: it follows a failover, and WAIT confirms writes."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from grid.core.connection import confirm_replicated, redis_client
+from grid.core.errors import GridError
+from tests.helpers import wait_for
+from tests.sentinel import SentinelSet
+
+
+def test_client_follows_the_promoted_replica(sentinel_set: SentinelSet) -> None:
+    client = redis_client(sentinel_set.url)
+    client.set("k", "before")
+    confirm_replicated(client, 2)  # both replicas hold it: the promoted one will too
+
+    old = sentinel_set.kill_primary()
+    new = sentinel_set.wait_failover(old)
+
+    def write_after() -> bool:
+        try:
+            return bool(client.set("k2", "after"))
+        except redis.RedisError:
+            return False  # still failing over: the caller's loop retries, as Grid's do
+
+    wait_for(write_after, 15, what="a write on the promoted primary")
+    assert client.get("k") == "before"
+    with sentinel_set.data_client(new) as direct:
+        assert direct.get("k2") == "after"  # it went to the new primary, not elsewhere
+    client.close()
+
+
+def test_confirm_replicated_names_too_few_replicas(sentinel_set: SentinelSet) -> None:
+    client = redis_client(sentinel_set.url)
+    client.set("k", "v")
+    confirm_replicated(client, 2, timeout=5)
+    with pytest.raises(GridError, match="confirmed by 2 of 3 replica"):
+        confirm_replicated(client, 3, timeout=0.3)
+    client.close()
