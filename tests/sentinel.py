@@ -9,6 +9,7 @@ takes about 2 s) so that tests stay fast; the data servers require a password.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,14 @@ class SentinelSet:
         proc = self.servers[port]
         proc.process.kill()
         proc.process.wait(timeout=10)
+        return port
+
+    def freeze_primary(self) -> int:
+        """SIGSTOP the server that is primary now (a hung host: connections stay open, no
+        answer); its port. `stop` ends it like the others."""
+        port = self.primary_port()
+        assert port is not None, "the sentinels disagree on the primary"
+        self.servers[port].process.send_signal(signal.SIGSTOP)
         return port
 
     def wait_failover(self, old_port: int, timeout: float = 30) -> int:

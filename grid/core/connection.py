@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from grid.core import naming
 from grid.core.errors import ConfigError, GridError, RedisUnavailableError
@@ -195,6 +195,19 @@ def _client_options(retries: int) -> dict[str, Any]:
     }
 
 
+class _SentinelConnection(SentinelManagedConnection):
+    """Asks the sentinels for the master on every (re)connect.
+
+    redis-py's own reconnects, inside a command's retries, go to the cached address of the
+    old master (redis/redis-py issue #3874, open): after a failover to a hung primary that
+    makes every retry time out on the old one. Here each socket connect looks it up."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[misc]  # types-redis lacks this private method
+
+
 def redis_client(url: str, retries: int = 3) -> Redis:
     """A client for a plain or Sentinel URL.
 
@@ -209,7 +222,11 @@ def redis_client(url: str, retries: int = 3) -> Redis:
     sentinel_options = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")}
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options, **options)
     client: Redis = sentinel.master_for(
-        target.master_name, db=target.db, username=target.username, password=target.password
+        target.master_name,
+        connection_class=_SentinelConnection,
+        db=target.db,
+        username=target.username,
+        password=target.password,
     )
     return client
 
