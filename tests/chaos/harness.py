@@ -224,6 +224,12 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
     return problems
 
 
+def assert_all_alive(grid: ChaosGrid) -> None:
+    """Every grid process started by the test still runs (none died of the fault)."""
+    dead = {name: p.returncode for name, p in grid.procs.items() if p.poll() is not None}
+    assert not dead, f"exited: {dead}"
+
+
 def assert_invariants(
     grid: ChaosGrid, desired: dict[str, int] | None = None, timeout: float = 30
 ) -> None:

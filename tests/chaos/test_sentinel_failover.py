@@ -1,23 +1,19 @@
-"""Redis Sentinel: the primary is killed (kill -9) during a scale; a replica is promoted and
-the grid, configured with the Sentinel URL only, finishes the scale with nothing lost."""
+"""Redis Sentinel: the primary is killed (kill -9) or frozen (SIGSTOP) during a scale; a
+replica is promoted and the grid, configured with the Sentinel URL only, finishes the scale
+with nothing lost."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from tests.chaos.conftest import GridFactory
-from tests.chaos.harness import ChaosGrid, assert_invariants, quiet
+from tests.chaos.harness import ChaosGrid, assert_all_alive, assert_invariants, quiet
 from tests.helpers import wait_for
 from tests.sentinel import PASSWORD, SentinelSet
 
 AGENTS = ("agent-1", "agent-2")
 
 Fault = Callable[[], int]  # acts on the primary, returns its port
-
-
-def _all_alive(grid: ChaosGrid) -> None:
-    dead = {name: p.returncode for name, p in grid.procs.items() if p.poll() is not None}
-    assert not dead, f"exited: {dead}"
 
 
 def _scale_through_failover(grid: ChaosGrid, sentinel_set: SentinelSet, fault: Fault) -> None:
@@ -40,7 +36,7 @@ def _scale_through_failover(grid: ChaosGrid, sentinel_set: SentinelSet, fault: F
     # the grid acts on new requests after the failover, on the promoted primary
     grid.scale(12)
     grid.wait_settled(timeout=60)
-    _all_alive(grid)
+    assert_all_alive(grid)
     assert_invariants(grid)
     for name in grid.procs:
         assert PASSWORD not in grid.log(name), f"{name}'s log shows the Redis password"
