@@ -55,8 +55,7 @@ class SentinelSet:
         primary = self._server("primary")
         for i in range(self.replicas):
             self._server(f"replica-{i + 1}", replica_of=primary.port)
-        wait_for(lambda: self._replicas_online(primary.port) == self.replicas, timeout,
-                 what=f"{self.replicas} replicas in sync")  # fmt: skip
+        self.wait_replicas(primary.port, self.replicas, timeout)
         for i in range(self.sentinels):
             self._sentinel(f"sentinel-{i + 1}", primary.port)
         wait_for(self._sentinels_agree, timeout, what="sentinels know every replica and peer")
@@ -186,6 +185,11 @@ class SentinelSet:
         port = wait_for(promoted, timeout, interval=0.05, what="a replica promoted")
         assert port is not None  # wait_for returned: it is truthy
         return port
+
+    def wait_replicas(self, primary: int, count: int, timeout: float = 30) -> None:
+        """Wait until `count` replicas are attached to `primary` and in sync."""
+        wait_for(lambda: self._replicas_online(primary) >= count, timeout,
+                 what=f"{count} replica(s) in sync with port {primary}")  # fmt: skip
 
     # ---- checks ---------------------------------------------------------------------------
 

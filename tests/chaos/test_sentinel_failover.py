@@ -33,7 +33,9 @@ def _scale_through_failover(grid: ChaosGrid, sentinel_set: SentinelSet, fault: F
     assert wait_for(quiet(grid.state.desired), 20, what="desired state readable") == {"default": 10}
     grid.wait_settled(timeout=90)
     grid.wait_agents(*AGENTS, timeout=30)
-    # the grid acts on new requests after the failover, on the promoted primary
+    # the grid acts on new requests after the failover, on the promoted primary (once the
+    # other replica follows it: GRID_STATE_MIN_REPLICAS=1 makes `grid scale` wait for one)
+    sentinel_set.wait_replicas(new, 1)
     grid.scale(12)
     grid.wait_settled(timeout=60)
     assert_all_alive(grid)
