@@ -4,7 +4,8 @@
 # systemd-nspawn from systemd-container for hosts whose cgroups keep podman from running
 # systemd: tests/e2e/systemd_container.py picks one from the host), and iproute2 (the
 # partition chaos test puts an agent in a network namespace), docker-compose (to validate
-# docker-compose.yml). Then a host check that boots
+# docker-compose.yml), Debian's redis-server + redis-sentinel (the Sentinel failover tests;
+# apt does not start them). Then a host check that boots
 # and stops a systemd container and says in one line what is wrong if it cannot.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,10 +18,12 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /lib/systemd/systemd ] || [ -x /usr/lib/systemd/systemd ] || missing+=(systemd)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the partition chaos test
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)  # tests/sentinel.py runs these two
+[ -x /usr/bin/redis-sentinel ] || missing+=(redis-sentinel)
 docker-compose version >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
   || missing+=(docker-compose)  # tests/unit/test_compose.py validates docker-compose.yml
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} (for the systemd and chaos end-to-end tests)"
+  echo "installing ${missing[*]} (for the end-to-end and chaos tests)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

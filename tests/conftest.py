@@ -12,6 +12,8 @@ import redis
 
 from grid.core.redis_server import EmbeddedRedis
 from tests.gridproc import LocalGrid
+from tests.helpers import require
+from tests.sentinel import SentinelSet, available
 
 TIERS = ("unit", "integration", "e2e", "chaos")
 
@@ -56,3 +58,15 @@ def local_grid(redis_url: str, tmp_path: Path) -> Iterator[LocalGrid]:
     yield grid
     leaked = grid.close()
     assert not leaked, f"node processes left behind: {leaked}"
+
+
+@pytest.fixture
+def sentinel_set(tmp_path: Path) -> Iterator[SentinelSet]:
+    """A Sentinel-managed Redis (primary, 2 replicas, 3 sentinels) for this test only."""
+    require(available(), "redis-server and redis-sentinel from Debian (scripts/services-up.sh)")
+    sentinels = SentinelSet(tmp_path / "sentinel")
+    try:
+        sentinels.start()
+        yield sentinels
+    finally:
+        sentinels.stop()

@@ -83,6 +83,9 @@ class LocalGrid:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.client: Redis = redis_client(redis_url)
         self.state = GridState(self.client)
+        # events (and metrics) may live on their own Redis (GRID_EVENTS_URL)
+        events_url = self.env.get("GRID_EVENTS_URL")
+        self.events_client: Redis = redis_client(events_url) if events_url else self.client
         (home / "logs").mkdir(parents=True, exist_ok=True)
 
     # ---- processes ------------------------------------------------------------------
@@ -171,7 +174,7 @@ class LocalGrid:
         return [n for n in result or [] if n.node_id != "none"]  # not None: it waited
 
     def events(self, type_: str) -> list[dict[str, Any]]:
-        rows = self.client.xrange(naming.events_key())
+        rows = self.events_client.xrange(naming.events_key())
         return [f for _, f in rows if f.get("type") == type_]
 
     # ---- node processes ------------------------------------------------------------
@@ -195,6 +198,7 @@ class LocalGrid:
             with suppress(psutil.Error):
                 proc.kill()
         self.client.close()
+        self.events_client.close()
         return leaked
 
 

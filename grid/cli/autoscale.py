@@ -28,7 +28,7 @@ def metrics(
 
     if pool and node_id:
         fail("give --pool or --node, not both")
-    store = MetricsStore(ctx.redis, retention=ctx.settings.metrics_retention)
+    store = MetricsStore(ctx.client("events"), retention=ctx.settings.metrics_retention)
     now = time.time()
     if node_id:
         if ctx.state.node(node_id) is None and not store.node_samples(node_id, now - window, now):

@@ -9,9 +9,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from grid.core.connection import connect, resolve_redis_url
+from grid.core.connection import Clients, Role, broker_url, connect, role_url
 from grid.core.durations import parse_duration
 from grid.core.errors import ConfigError, GridError, NotFoundError
+from grid.core.events import EventLog
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings, load_settings
 from grid.core.state import AgentRecord, GridState, NodeRecord, Record
@@ -20,11 +21,11 @@ R = TypeVar("R", bound=Record)
 
 
 class Context:
-    """Lazily built settings and Redis client for one CLI invocation."""
+    """Lazily built settings and Redis clients (one per role) for one CLI invocation."""
 
     def __init__(self) -> None:
         self._settings: Settings | None = None
-        self._client: Redis | None = None
+        self._clients: dict[str, Redis] = {}  # by URL: roles on one Redis share a client
 
     @property
     def settings(self) -> Settings:
@@ -32,25 +33,39 @@ class Context:
             self._settings = load_settings()
         return self._settings
 
+    def client(self, role: Role) -> Redis:
+        """The role's client, checked on first use (exit 2 when its Redis does not answer)."""
+        url = role_url(self.settings, role)
+        if url not in self._clients:
+            self._clients[url] = connect(self.settings, role)
+        return self._clients[url]
+
+    def clients(self) -> Clients:
+        """What a master or agent runtime works with."""
+        return Clients(state=self.client("state"), events=self.client("events"))
+
     @property
-    def url(self) -> str:
-        return resolve_redis_url(self.settings)
+    def broker_url(self) -> str:
+        return broker_url(self.settings)
 
     @property
     def redis(self) -> Redis:
-        if self._client is None:
-            self._client = connect(self.settings)
-        return self._client
+        """The state store: records, desired sizes, policies, leases."""
+        return self.client("state")
 
     @property
     def state(self) -> GridState:
         return GridState(self.redis)
 
+    @property
+    def events(self) -> EventLog:
+        return EventLog.from_settings(self.client("events"), self.settings)
+
     def send_task(self, name: str, args: list[Any], queue: str) -> None:
         from grid.core.celery_app import app, configure  # noqa: PLC0415 - celery is slow to import
 
-        self.redis  # noqa: B018 - fail fast (exit 2) when Redis is unreachable
-        configure(self.url)
+        self.client("broker")  # fail fast (exit 2) when the broker is unreachable
+        configure(self.broker_url)
         app.send_task(name, args=args, queue=queue)
 
     def call_task(self, name: str, args: list[Any], queue: str, timeout: float) -> Any:
@@ -58,8 +73,8 @@ class Context:
 
         from grid.core.celery_app import app, configure  # noqa: PLC0415 - per command: a fast CLI start
 
-        self.redis  # noqa: B018
-        configure(self.url)
+        self.client("broker")
+        configure(self.broker_url)
         result = app.send_task(name, args=args, queue=queue)
         try:
             return result.get(timeout=timeout)

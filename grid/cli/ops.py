@@ -8,8 +8,9 @@ import click
 
 from grid.cli.common import Context, Duration, fail, known_agent, known_node, pass_ctx, wait_until
 from grid.core import naming
+from grid.core.connection import confirm_replicated
 from grid.core.errors import ConfigError
-from grid.core.events import EventLog, EventType
+from grid.core.events import EventType
 from grid.core.state import AgentStatus, GridState, NodeRecord, NodeStatus
 from grid.core.tasknames import TaskName
 
@@ -50,7 +51,8 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
     state = ctx.state
     before = state.desired().get(pool)
     state.set_desired(pool, nodes)
-    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+    confirm_replicated(ctx.redis, ctx.settings.state_min_replicas)  # survives a failover
+    ctx.events.emit(
         EventType.SCALE_REQUESTED,
         f"pool {pool}: desired {before if before is not None else 0} -> {nodes}",
         pool=pool,
@@ -77,7 +79,7 @@ def scale(ctx: Context, nodes: int, pool: str, wait: bool, timeout: float) -> No
         pool_state = state.pool_status().get(pool, {})
         shortfall = pool_state.get("shortfall", 0)
         if pool_state.get("fail_streak", 0) >= FAILURES_BEFORE_GIVING_UP:
-            last = EventLog(ctx.redis).read(types={"spawn_failed"}, pool=pool, limit=1)
+            last = ctx.events.read(types={"spawn_failed"}, pool=pool, limit=1)
             why = last[0].message if last else "see 'grid events --type spawn_failed'"
             fail(
                 f"pool {pool}: nodes keep failing to start ({why}); the master keeps retrying "
@@ -140,7 +142,7 @@ def spawn(
         memory_mb=memory_mb,
     )
     state.create_nodes([rec])
-    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+    ctx.events.emit(
         EventType.SPAWN_REQUESTED,
         f"node {rec.node_id} requested on {agent_id}",
         agent_id=agent_id,
@@ -180,7 +182,7 @@ def stop(ctx: Context, node_id: str, wait: bool, timeout: float) -> None:
     state = ctx.state
     rec = known_node(state, node_id)
     state.update_node(rec.agent_id, node_id, status=NodeStatus.STOPPING)
-    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+    ctx.events.emit(
         EventType.STOP_REQUESTED,
         f"node {node_id} asked to stop",
         agent_id=rec.agent_id,
@@ -203,7 +205,7 @@ def _set_draining(ctx: Context, agent_id: str, draining: bool) -> GridState:
     known_agent(state, agent_id)
     state.update_agent(agent_id, draining=draining)
     kind = EventType.AGENT_DRAINING if draining else EventType.AGENT_UNDRAINED
-    EventLog(ctx.redis, ctx.settings.events_maxlen).emit(
+    ctx.events.emit(
         kind,
         f"agent {agent_id} {'draining' if draining else 'accepting nodes again'}",
         agent_id=agent_id,

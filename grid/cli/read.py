@@ -21,7 +21,7 @@ from grid.cli.common import (
 )
 from grid.core import naming
 from grid.core.errors import ConfigError
-from grid.core.events import EVENT_TYPES, Event, EventLog
+from grid.core.events import EVENT_TYPES, Event
 from grid.core.state import NodeStatus
 from grid.core.tasknames import TaskName
 from grid.workers.agent.health import probe
@@ -190,7 +190,7 @@ def events(
         "node_id": node_id,
         "pool": pool,
     }
-    log = EventLog(ctx.redis)
+    log = ctx.events
     found = log.read(since=start, limit=limit, before=before, after=after, **filters)
     if as_json and not follow:
         emit_json([e.as_dict() for e in found])

@@ -87,7 +87,7 @@ def agent(
     parse_config(options.platform, options.platform_config)  # bad input fails before Redis
     settings = ctx.settings
     setup_logging(settings.log_level, settings.log_format)
-    runtime = AgentRuntime(settings, ctx.redis, options)
+    runtime = AgentRuntime(settings, ctx.clients(), options)
     runtime.start()  # ConflictError (exit 2) when the id is held by a live agent
     set_current_agent(runtime)
     click.echo(
@@ -101,7 +101,7 @@ def agent(
 
     try:
         run_worker(
-            ctx.url,
+            ctx.broker_url,
             naming.agent_worker_name(agent_id, socket.gethostname()),
             [naming.agent_queue(agent_id)],
             pool="threads",
@@ -130,7 +130,7 @@ def master(ctx: Context, master_id: str | None) -> None:
 
     settings = ctx.settings
     setup_logging(settings.log_level, settings.log_format)
-    runtime = MasterRuntime(settings, ctx.redis, master_id)
+    runtime = MasterRuntime(settings, ctx.clients(), master_id)
     set_current_master(runtime)
     web = _start_web(runtime)
     pages = f"; pages at {web.url}" if web else ""
@@ -140,7 +140,7 @@ def master(ctx: Context, master_id: str | None) -> None:
 
     try:
         run_worker(
-            ctx.url,
+            ctx.broker_url,
             naming.master_worker_name(runtime.master_id, socket.gethostname()),
             [naming.master_private_queue(runtime.master_id)],
             pool="solo",
@@ -183,23 +183,16 @@ def _start_web(runtime: Any) -> Any:
 @pass_ctx
 def flower(ctx: Context, port: int, address: str) -> None:
     """Run Flower, Celery's monitoring UI, on the grid's broker."""
-    url = ctx.url
-    ctx.redis  # noqa: B018 - fail fast if Redis is unreachable
+    from grid.core.celery_app import app, configure  # noqa: PLC0415 - per command: a fast CLI start
+
+    ctx.client("broker")  # fail fast if the broker is unreachable
     os.environ.setdefault("C_FORCE_ROOT", "1")
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--broker",
-        url,
-        "flower",
-        f"--port={port}",
-        f"--address={address}",
-    ]
-    try:
-        os.execv(sys.executable, argv)
-    except OSError as exc:
-        raise GridError(f"cannot start flower: {exc}") from None
+    # In this process, on the configured app: a Sentinel broker needs its transport options
+    # (a --broker URL cannot carry them), and no password shows in the process list.
+    configure(ctx.broker_url)
+    code: int | None = app.start(["flower", f"--port={port}", f"--address={address}"])
+    if code:
+        raise GridError(f"flower exited with code {code}")
 
 
 def _grid_cmd(*args: str) -> list[str]:
@@ -260,7 +253,7 @@ def up(
             url = server.url
             _say(f"redis    {url} (embedded, data in {home}/redis, append-only)")
         client = redis_client(url)
-        events = EventLog(client, settings.events_maxlen)
+        events = EventLog.from_settings(client, settings)
         state = GridState(client)
         dashboard = _Dashboard(state)
 

@@ -10,18 +10,33 @@ from celery import Celery
 
 from grid.core import naming
 from grid.core.broker import transport_for
+from grid.core.connection import celery_options
 
 app = Celery("grid", include=["grid.tasks.agent", "grid.tasks.master"])
 
 #: Longer than any task may wait in a queue or run: a task is redelivered only after this.
 VISIBILITY_TIMEOUT = 3600
 
+#: A broker that vanishes without closing its TCP connections (a hung primary, a failover
+#: behind a partition) must not hang a publish forever (kombu's default: no timeout), and
+#: a consumer's BRPOP overdue by brpop_timeout + health_check_interval is reconnected
+#: (kombu 5.7's check; its default 25 s would keep a worker idle for about 51 s).
+BROKER_SOCKET_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "health_check_interval": 5,
+}
 
-def configure(redis_url: str) -> Celery:
+
+def configure(broker_url: str) -> Celery:
+    """Bind the app to its broker (`connection.broker_url(settings)`), which also holds
+    the results. A Sentinel URL selects kombu's `sentinel://` transport and Celery's
+    Sentinel result backend; both take the master set's name as a transport option."""
+    url, sentinel_options = celery_options(broker_url)
     app.conf.update(
-        broker_url=redis_url,
-        broker_transport=transport_for(redis_url),  # drops unreadable queue entries
-        result_backend=redis_url,
+        broker_url=url,
+        broker_transport=transport_for(url),  # drops unreadable queue entries
+        result_backend=url,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -36,8 +51,15 @@ def configure(redis_url: str) -> Celery:
         result_expires=600,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            **BROKER_SOCKET_OPTIONS,
+            **sentinel_options,
+        },
+        result_backend_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            **sentinel_options,
+        },
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         enable_utc=True,

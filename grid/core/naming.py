@@ -218,6 +218,11 @@ def metric_pools_key() -> str:
     return f"{PREFIX}:m:pools"
 
 
+def replication_probe_key() -> str:
+    """A short-lived key written right before WAIT, so WAIT covers the writes before it."""
+    return f"{PREFIX}:replication-probe"
+
+
 def node_labels(node_id: str, agent_id: str, pool: str) -> dict[str, str]:
     return {
         LABEL_MANAGED: "true",

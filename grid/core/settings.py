@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     redis_url: str | None = Field(None, description="Redis URL; unset means the embedded server")
+    # One Redis per role when one is not enough; each unset role uses redis_url. Any of the
+    # three may be a Sentinel URL (grid.core.connection documents the forms).
+    broker_url: str | None = Field(None, description="Celery broker and result backend Redis")
+    state_url: str | None = Field(
+        None, description="state store: records, desired sizes, policies, leases"
+    )
+    events_url: str | None = Field(None, description="event log and metrics store")
+    state_min_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a desired size before `grid scale` returns"
+    )
     home: Path = Field(Path(".grid"), description="folder of the embedded Redis and local state")
 
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(
-    redis_url: str,
+    broker_url: str,
     hostname: str,
     queues: list[str],
     pool: str,
@@ -30,7 +30,7 @@ def run_worker(
     hosted in this process (agent or master) and its nodes live on.
     """
     os.environ.setdefault("C_FORCE_ROOT", "1")  # containers and CI run as root
-    configure(redis_url)
+    configure(broker_url)
     for step in consumer_steps:
         app.steps["consumer"].add(step)
     while True:

@@ -108,14 +108,14 @@ class ChaosGrid(LocalGrid):
 
     def mark(self) -> str:
         """Id of the newest event: read 'since' it to see only what happens next."""
-        rows = self.client.xrevrange(EVENTS_KEY, count=1)
+        rows = self.events_client.xrevrange(EVENTS_KEY, count=1)
         return str(rows[0][0]) if rows else "0-0"
 
     def find_events(
         self, *types: str, since: str = "0-0", node_id: str | None = None,
         agent_id: str | None = None,
     ) -> list[Event]:  # fmt: skip
-        rows = self.client.xrange(EVENTS_KEY, min=f"({since}" if since != "0-0" else "-")
+        rows = self.events_client.xrange(EVENTS_KEY, min=f"({since}" if since != "0-0" else "-")
         out = []
         for event_id, fields in rows:
             ev = Event.from_fields(event_id, fields)
@@ -225,6 +225,12 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
             problems.append(f"record {n.node_id} says running as pid {n.pid}, no such node process")
     problems += [f"index: {problem}" for problem in grid.state.check_index()]
     return problems
+
+
+def assert_all_alive(grid: ChaosGrid) -> None:
+    """Every grid process started by the test still runs (none died of the fault)."""
+    dead = {name: p.returncode for name, p in grid.procs.items() if p.poll() is not None}
+    assert not dead, f"exited: {dead}"
 
 
 def assert_invariants(

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from grid.core.redis_server import EmbeddedRedis
 from tests.chaos.conftest import GridFactory
-from tests.chaos.harness import ChaosGrid, assert_invariants, quiet
+from tests.chaos.harness import assert_all_alive, assert_invariants, quiet
 from tests.helpers import wait_for
-
-
-def _all_alive(grid: ChaosGrid) -> None:
-    dead = {name: p.returncode for name, p in grid.procs.items() if p.poll() is not None}
-    assert not dead, f"exited: {dead}"
 
 
 def _aof_holds(server: EmbeddedRedis, pool: str, size: int) -> bool:
@@ -40,7 +35,7 @@ def test_redis_restart_during_scale(own_redis: EmbeddedRedis, chaos: GridFactory
     grid.wait_agents("agent-1", "agent-2", timeout=30)
     grid.scale(12)
     grid.wait_settled(timeout=60)
-    _all_alive(grid)
+    assert_all_alive(grid)
     assert_invariants(grid)
 
 
@@ -57,5 +52,5 @@ def test_redis_killed_keeps_desired_state(own_redis: EmbeddedRedis, chaos: GridF
     assert wait_for(quiet(grid.state.desired), 10, what="desired state readable") == {"default": 8}
     grid.wait_settled(timeout=60)
     grid.wait_agents("agent-1", "agent-2", timeout=30)
-    _all_alive(grid)
+    assert_all_alive(grid)
     assert_invariants(grid)

@@ -30,11 +30,11 @@ import redis
 from grid import __version__
 from grid.autoscaler.metrics import MetricsStore
 from grid.core import naming
+from grid.core.connection import Clients
 from grid.core.errors import PlatformError, UnsafeInputError
 from grid.core.events import EventLog, EventType
 from grid.core.naming import check_id, check_ids
 from grid.core.paths import under
-from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import (
     AgentRecord,
@@ -125,12 +125,12 @@ class AgentOptions:
 
 
 class AgentRuntime:
-    def __init__(self, settings: Settings, client: Redis, options: AgentOptions) -> None:
+    def __init__(self, settings: Settings, clients: Clients, options: AgentOptions) -> None:
         self.settings = settings
         self.options = options
         self.agent_id = options.agent_id
-        self.state = GridState(client)
-        self.events = EventLog(client, settings.events_maxlen)
+        self.state = GridState(clients.state)
+        self.events = EventLog.from_settings(clients.events, settings)
         config = dict(options.platform_config)
         if options.platform == "process":
             config.setdefault("root", str(process_nodes_root(settings.home, self.agent_id)))
@@ -148,7 +148,7 @@ class AgentRuntime:
         self.registration_ms = 0.0
         self.sampler = NodeSampler(
             MetricsStore(
-                client,
+                clients.events,
                 retention=settings.metrics_retention,
                 history_retention=settings.metrics_history_retention,
             ),
@@ -674,21 +674,26 @@ class AgentRuntime:
         with self._nodes_lock:
             count = len(self.nodes)
 
-        def publish(pipe: Any) -> None:
+        def publish(pipe: Any = None) -> None:
             self.events.emit(
                 EventType.AGENT_HEARTBEAT, agent_id=self.agent_id, node_count=count, pipe=pipe
             )
 
+        # the live heartbeat event rides in the same round trip when events share the state's
+        # Redis; with an events Redis of their own it is published there, after the beat
+        shared = self.events.client is self.state.r
         reply = self.state.heartbeat(
             self.agent_id,
             self.token,
             self.settings.offline_after,
             time.time(),
-            publish,
+            publish if shared else None,
             node_count=count,
             cpu_percent=psutil.cpu_percent(None),
             memory_percent=psutil.virtual_memory().percent,
         )
+        if not shared:
+            publish()
         if reply.outcome == "taken":
             log.error("agent id taken over by another process", extra={"agent_id": self.agent_id})
             return

@@ -59,7 +59,7 @@ def run_autoscaler(
         )
 
     source = MetricsStore(
-        state.r,
+        events.client,  # metrics live with the events; policies and their state with the state
         retention=settings.metrics_retention,
         history_retention=settings.metrics_history_retention,
     )

@@ -86,8 +86,9 @@ def check_agents(
 
 def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -> int:
     """Mark an offline agent's active nodes lost (stopping ones are simply removed), with
-    their events, in one pipeline: the cost is that agent's nodes, one round trip."""
+    their events: one round trip to the state store and one to the events store."""
     pipe = state.pipeline()
+    epipe = events.client.pipeline(transaction=False)  # events may live on their own Redis
     lost: list[NodeRecord] = []
     for node in nodes:
         if node.status == NodeStatus.STOPPING:
@@ -102,9 +103,10 @@ def mark_lost(state: GridState, events: EventLog, nodes: Sequence[NodeRecord]) -
             agent_id=node.agent_id,
             node_id=node.node_id,
             pool=node.pool,
-            pipe=pipe,
+            pipe=epipe,
         )
     pipe.execute()
+    epipe.execute()
     return len(lost)
 
 

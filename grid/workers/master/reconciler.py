@@ -229,6 +229,9 @@ def apply_plan(
     """Write the plan to Redis, then send the tasks. Returns a summary for logs and tests."""
     now = time.time() if now is None else now
     pipe = state.pipeline()
+    # events may live on another Redis (GRID_EVENTS_URL): their own batch, written after
+    # the records so that an event never announces a write that did not happen
+    epipe = events.client.pipeline(transaction=False)
     for rec in result.remove:
         state.delete_node(rec.agent_id, rec.node_id, pipe=pipe)
     for node_id in result.timed_out:
@@ -236,7 +239,7 @@ def apply_plan(
             EventType.SPAWN_FAILED,
             f"node {node_id} did not start within the spawn timeout: replacing it",
             node_id=node_id,
-            pipe=pipe,
+            pipe=epipe,
         )
 
     spawns: dict[str, list[str]] = {}
@@ -268,7 +271,7 @@ def apply_plan(
                 agent_id=agent_id,
                 node_id=node_id,
                 pool=pp.pool,
-                pipe=pipe,
+                pipe=epipe,
             )
         state.create_nodes(new_records, pipe=pipe)
         for rec in pp.stop:
@@ -280,7 +283,7 @@ def apply_plan(
                 agent_id=rec.agent_id,
                 node_id=rec.node_id,
                 pool=pp.pool,
-                pipe=pipe,
+                pipe=epipe,
             )
         status = {
             "desired": pp.desired,
@@ -299,11 +302,12 @@ def apply_plan(
                 EventType.CAPACITY_SHORTFALL,
                 f"pool {pp.pool}: {pp.shortfall} node(s) do not fit on any healthy agent",
                 pool=pp.pool,
-                pipe=pipe,
+                pipe=epipe,
                 shortfall=pp.shortfall,
                 desired=pp.desired,
             )
     pipe.execute()
+    epipe.execute()
     for agent_id, ids in spawns.items():
         dispatcher.spawn(agent_id, ids)
     for agent_id, ids in stops.items():

@@ -22,8 +22,8 @@ from celery.beat import Scheduler, Service
 
 from grid.core import naming
 from grid.core.celery_app import app
+from grid.core.connection import Clients
 from grid.core.events import EventLog, EventType
-from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 from grid.core.state import AgentStatus, GridState, NodeCensus, owner_token
 from grid.core.tasknames import TaskName
@@ -78,11 +78,11 @@ def master_id_default(pid: int | None = None) -> str:
 
 
 class MasterRuntime:
-    def __init__(self, settings: Settings, client: Redis, master_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, clients: Clients, master_id: str | None = None) -> None:
         self.settings = settings
         self.master_id = master_id or master_id_default()
-        self.state = GridState(client)
-        self.events = EventLog(client, settings.events_maxlen)
+        self.state = GridState(clients.state)
+        self.events = EventLog.from_settings(clients.events, settings)
         self.dispatcher = CeleryDispatcher()
         self.token = f"{self.master_id}|{owner_token()}"
         self.is_leader = False
@@ -101,10 +101,9 @@ class MasterRuntime:
 
     def start(self, consumer: Any) -> None:
         self.consumer = consumer
-        if self.is_leader:
-            # a fresh Celery worker (restarted after a broker failure) consumes only the
-            # private queue: a leader must subscribe to grid.master again
-            consumer.call_soon(consumer.add_task_queue, naming.MASTER_QUEUE)
+        # a fresh Celery worker (restarted after a broker failure) consumes only the
+        # private queue: a leader must subscribe to grid.master again
+        consumer.call_soon(self._sync_subscription)
         if self._election_thread is None:
             self._election_thread = threading.Thread(
                 target=self._election_loop, name="master-election", daemon=True
@@ -148,7 +147,7 @@ class MasterRuntime:
         )
         self.is_leader = True
         log.info("elected leader", extra={"master_id": self.master_id})
-        self.consumer.call_soon(self.consumer.add_task_queue, naming.MASTER_QUEUE)
+        self.consumer.call_soon(self._sync_subscription)
         self._start_beat()
         self.view.resync()
         # act now rather than when the consumer has subscribed (a Celery loop turn later)
@@ -157,7 +156,7 @@ class MasterRuntime:
     def _demoted(self) -> None:
         self.is_leader = False
         log.warning("lost leadership", extra={"master_id": self.master_id})
-        self.consumer.call_soon(self.consumer.cancel_task_queue, naming.MASTER_QUEUE)
+        self.consumer.call_soon(self._sync_subscription)
         self._stop_beat()
 
     def _start_beat(self) -> None:
@@ -180,6 +179,21 @@ class MasterRuntime:
             target=self._beat.start, name="master-beat", daemon=True
         )
         self._beat_thread.start()
+
+    def _sync_subscription(self) -> None:
+        """Consume grid.master exactly while leading (runs on the consumer's thread).
+
+        Decided when it runs, not when it was queued: calls queued during a broker outage
+        run after the reconnect, and a queued 'cancel' from a demotion must not undo the
+        re-election that followed it (seen in a Sentinel failover)."""
+        consumer = self.consumer
+        if consumer.task_consumer is None:  # restarting: its start() queues another sync
+            return
+        consuming = consumer.task_consumer.consuming_from(naming.MASTER_QUEUE)
+        if self.is_leader and not consuming:
+            consumer.add_task_queue(naming.MASTER_QUEUE)
+        elif not self.is_leader and consuming:
+            consumer.cancel_task_queue(naming.MASTER_QUEUE)
 
     def _stop_beat(self) -> None:
         if self._beat is not None:
