@@ -7,6 +7,7 @@ and `bench/chaos.py` drive their grids through it too, so nothing here may need 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -145,9 +146,18 @@ class LocalGrid:
     # ---- waiting ----------------------------------------------------------------------
 
     def wait_leader(self, timeout: float = 30) -> str:
+        """The lease holder, once it has taken office: its `leader_elected` event is written
+        (a moment after it takes the lease), so a test's later events are its own."""
+
         def holder() -> str | None:
-            value = self.client.get("grid:leader")
-            return str(value) if value else None
+            value = self.client.get(naming.leader_key())
+            if not value:
+                return None
+            master_id = str(value).split("|", 1)[0]
+            elected = {
+                json.loads(e["data"]).get("master_id") for e in self.events("leader_elected")
+            }
+            return str(value) if master_id in elected else None
 
         return str(wait_for(holder, timeout, what="a leading master"))  # not None: it waited
 
