@@ -37,7 +37,7 @@ DEFAULT_KEEP = 100
 
 def apply_policy(client: Redis, policy: PoolPolicy) -> None:
     """Store (or replace) a pool's policy; it is evaluated at the next tick."""
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # global and per-pool keys: Cluster-safe
     pipe.hset(policies_key(), policy.pool, policy.to_json())
     pipe.hdel(policy_state_key(policy.pool), "last_eval")
     pipe.execute()
@@ -45,7 +45,7 @@ def apply_policy(client: Redis, policy: PoolPolicy) -> None:
 
 def remove_policy(client: Redis, pool: str) -> bool:
     """Forget a pool's policy and state (its recorded decisions stay for `explain`)."""
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # global and per-pool keys: Cluster-safe
     pipe.hdel(policies_key(), pool)
     pipe.delete(policy_state_key(pool))
     removed, _ = pipe.execute()
@@ -95,7 +95,7 @@ def _save(client: Redis, pool: str, state: PoolState, record: dict[str, Any], ke
         value = getattr(state, name)
         if value is not None:
             fields[name] = repr(value)
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # global and per-pool keys: Cluster-safe
     pipe.hset(policy_state_key(pool), mapping=fields)  # type: ignore[arg-type]
     pipe.lpush(decisions_key(pool), json.dumps(record))
     pipe.ltrim(decisions_key(pool), 0, keep - 1)

@@ -9,8 +9,11 @@ Grid talks to Redis in three roles, each with its own setting and all defaulting
 
 `connect(settings, role)` gives the client of a role; nothing else picks a URL.
 
-A URL is either a plain redis-py URL (`redis://`, `rediss://`, `unix://`) or a Sentinel URL
-in the form kombu and Celery read, plus the name of the master set:
+A URL is a plain redis-py URL (`redis://`, `rediss://`, `unix://`), a Redis Cluster URL
+for the state and events roles (`redis+cluster://HOST:PORT` or `rediss+cluster://`, any one
+node: the client discovers the rest; the broker cannot use one, as kombu has no Cluster
+transport), or a Sentinel URL in the form kombu and Celery read, plus the name of the
+master set:
 
     sentinel://[[USER]:PASSWORD@]HOST:PORT[/DB][;sentinel://HOST:PORT ...]?master_name=NAME
 
@@ -23,7 +26,7 @@ there (`celery_options`), so that one URL describes one role completely.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -40,6 +43,7 @@ from grid.core.settings import Settings
 Role = Literal["broker", "state", "events"]
 
 SENTINEL_SCHEME = "sentinel"
+CLUSTER_SUFFIX = "+cluster"  # redis+cluster://, rediss+cluster://
 SENTINEL_SEPARATOR = ";"
 MASK = "***"
 
@@ -69,7 +73,13 @@ def role_url(settings: Settings, role: Role) -> str:
 
 def broker_url(settings: Settings) -> str:
     """The Celery broker's URL (also the result backend's); `celery_app.configure` takes it."""
-    return role_url(settings, "broker")
+    url = role_url(settings, "broker")
+    if is_cluster(url):
+        raise ConfigError(
+            f"the Celery broker cannot run on Redis Cluster ({mask_url(url)}): kombu has no "
+            "Cluster transport; set GRID_BROKER_URL to a plain or Sentinel Redis"
+        )
+    return url
 
 
 # ---- URLs --------------------------------------------------------------------------------
@@ -101,6 +111,10 @@ def _mask_one(url: str) -> str:
             for key, eq, value in (item.partition("=") for item in query.split("&"))
         )
     return f"{scheme}://{netloc}{path}{qmark}{query}"
+
+
+def is_cluster(url: str) -> bool:
+    return url.split("://", 1)[0].lower().endswith(CLUSTER_SUFFIX)
 
 
 def is_sentinel(url: str) -> bool:
@@ -213,9 +227,18 @@ def redis_client(url: str, retries: int = 3) -> Redis:
 
     On Sentinel it is redis-py's `master_for` client: every new connection asks the
     sentinels where the master is, and a connection to a demoted master (READONLY) is
-    dropped, so after a failover the next retry lands on the promoted replica. A Redis
-    Cluster URL would get its own branch here (redis-py's `RedisCluster.from_url`)."""
+    dropped, so after a failover the next retry lands on the promoted replica. On Redis
+    Cluster it is redis-py's `RedisCluster`, which has the same command interface (so it
+    is typed as `Redis`): Grid's scripts and transactions each stay in one slot."""
     options = _client_options(retries)
+    if is_cluster(url):
+        scheme, rest = url.split("://", 1)
+        plain = f"{scheme.removesuffix(CLUSTER_SUFFIX)}://{rest}"
+        cluster_options = {k: options[k] for k in ("decode_responses", "socket_connect_timeout")}
+        cluster: redis.RedisCluster[str] = redis.RedisCluster.from_url(
+            plain, socket_timeout=options["socket_timeout"], **cluster_options
+        )
+        return cast(Redis, cluster)
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
@@ -272,10 +295,18 @@ def confirm_replicated(client: Redis, replicas: int, timeout: float = REPLICA_WA
     GridError when too few replicas confirm in time."""
     if replicas <= 0:
         return
-    pipe = client.pipeline(transaction=False)
-    pipe.set(naming.replication_probe_key(), "1", px=60_000)
-    pipe.wait(replicas, int(timeout * 1000))
-    acked = int(pipe.execute()[-1])
+    probe = naming.replication_probe_key()
+    if isinstance(client, redis.RedisCluster):  # WAIT has no key: send it to the probe's shard
+        client.set(probe, "1", px=60_000)
+        shard = client.get_node_from_key(probe)
+        acked = int(
+            client.execute_command("WAIT", replicas, int(timeout * 1000), target_nodes=shard)
+        )
+    else:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(probe, "1", px=60_000)
+        pipe.wait(replicas, int(timeout * 1000))
+        acked = int(pipe.execute()[-1])
     if acked < replicas:
         raise GridError(
             f"written on the primary but confirmed by {acked} of {replicas} replica(s) "

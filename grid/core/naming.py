@@ -219,8 +219,10 @@ def metric_pools_key() -> str:
 
 
 def replication_probe_key() -> str:
-    """A short-lived key written right before WAIT, so WAIT covers the writes before it."""
-    return f"{PREFIX}:replication-probe"
+    """A short-lived key written right before WAIT, so WAIT covers the writes before it. Its
+    hash tag is the pools key itself: on Redis Cluster it lands on the shard holding the
+    desired sizes, the writes WAIT is meant to confirm."""
+    return f"{PREFIX}:{{{pools_key()}}}:replication-probe"
 
 
 def node_labels(node_id: str, agent_id: str, pool: str) -> dict[str, str]:

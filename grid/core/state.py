@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from importlib import resources
 from typing import Any, Literal, TypeVar, cast, get_origin
 
 import psutil
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from grid.core import naming
 from grid.core.errors import ConflictError
 from grid.core.rtypes import Redis
+from grid.core.scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -151,30 +151,6 @@ class NodeRecord(Record):
         return self.status in ACTIVE_NODE_STATES
 
 
-def _lua(name: str) -> str:
-    """A Lua script shipped beside this module in lua/ (package data)."""
-    return resources.files("grid.core").joinpath("lua", f"{name}.lua").read_text()
-
-
-class LuaScript:
-    """A script sent with EVAL, its text each time, on a client or inside a pipeline.
-
-    Not redis-py's `register_script`: inside a pipeline that asks SCRIPT EXISTS before every
-    execute (one more round trip on each heartbeat), and on Redis Cluster a NOSCRIPT after a
-    restart or failover would surface as an error. Redis caches the compiled script by its
-    SHA either way; sending a few hundred bytes more costs less than a round trip.
-    """
-
-    def __init__(self, name: str, client: Redis) -> None:
-        self.name = name
-        self.text = _lua(name)
-        self.client = client
-
-    def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
-        target = self.client if client is None else client
-        return target.execute_command("EVAL", self.text, len(keys), *keys, *args)
-
-
 def owner_token() -> str:
     """Identifies this process: hostname, pid and start time (so a reused pid never matches)."""
     start = psutil.Process(os.getpid()).create_time()
@@ -290,13 +266,13 @@ class GridState:
     def __init__(self, client: Redis, changes_maxlen: int = 100_000) -> None:
         self.r = client
         self.changes_maxlen = changes_maxlen
-        self._update = LuaScript("update_if_exists", client)
-        self._renew = LuaScript("renew_lease", client)
-        self._release = LuaScript("release_lease", client)
-        self._put_node = LuaScript("put_node", client)
-        self._update_node = LuaScript("update_node", client)
-        self._delete_node = LuaScript("delete_node", client)
-        self._heartbeat = LuaScript("heartbeat", client)
+        self._update = LuaScript.named("update_if_exists", client)
+        self._renew = LuaScript.named("renew_lease", client)
+        self._release = LuaScript.named("release_lease", client)
+        self._put_node = LuaScript.named("put_node", client)
+        self._update_node = LuaScript.named("update_node", client)
+        self._delete_node = LuaScript.named("delete_node", client)
+        self._heartbeat = LuaScript.named("heartbeat", client)
 
     # ---- agents ---------------------------------------------------------------------
 

@@ -7,15 +7,23 @@ splits by node. A CROSSSLOT error anywhere would fail these tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from grid.core import naming
+from grid.core.connection import broker_url
+from grid.core.errors import ConfigError
+from grid.core.redis_server import EmbeddedRedis
 from grid.core.rtypes import Redis
+from grid.core.settings import Settings
 from grid.core.state import AgentRecord, GridState, NodeRecord, NodeStatus
 from grid.workers.master.view import FleetView
+from tests.gridproc import LocalGrid
+from tests.helpers import wait_for
 from tests.redis_cluster import RedisCluster, running_cluster
 
 
@@ -82,3 +90,51 @@ def test_no_script_touches_two_slots(state: GridState) -> None:
         naming.node_key("a", "n"),
     ]
     assert len({client.keyslot(k) for k in keys}) == 1
+
+
+def test_a_grid_runs_with_its_state_and_events_on_a_cluster(
+    cluster: RedisCluster, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A real master and agents: state and events on the cluster, Celery on a plain Redis."""
+    client = cluster.client()
+    client.flushall(target_nodes=client.PRIMARIES)
+    cluster_url = f"redis+cluster://127.0.0.1:{cluster.ports[0]}/0"
+    env = {
+        "GRID_BROKER_URL": redis_server.url,
+        "GRID_STATE_URL": cluster_url,
+        "GRID_EVENTS_URL": cluster_url,
+        "GRID_METRICS_INTERVAL": "0.5",  # node samples and roll-ups go to the cluster too
+    }
+    grid = LocalGrid(cluster_url, tmp_path / "home", env=env)
+    try:
+        grid.start_master()
+        for agent_id in ("agent-1", "agent-2"):
+            grid.start_agent(agent_id, 3)
+        grid.wait_leader()
+        grid.wait_agents("agent-1", "agent-2")
+        assert grid.cli("scale", "--nodes", "4", timeout=40).returncode == 0
+        running = grid.wait_pool(4)
+        assert {n.agent_id for n in running} == {"agent-1", "agent-2"}
+        assert grid.state.check_index() == []
+        shown = grid.cli("events", "--type", "scale_requested", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert [e["data"]["desired"] for e in json.loads(shown.stdout)] == [4]
+        status = json.loads(grid.cli("status", "--json").stdout)
+        assert status["nodes"]["running"] == 4
+
+        def sampled() -> bool:
+            return any(True for _ in client.scan_iter(match=f"{naming.PREFIX}:m:node:*"))
+
+        wait_for(sampled, 20, what="node samples written to the cluster")
+        assert grid.cli("scale", "--nodes", "0").returncode == 0
+        grid.wait_pool(0)
+    finally:
+        leaked = grid.close()
+        client.close()
+    assert not leaked, f"node processes left behind: {leaked}"
+
+
+def test_the_broker_refuses_a_cluster_url(tmp_path: Path) -> None:
+    settings = Settings(redis_url="redis+cluster://127.0.0.1:7000/0", home=tmp_path)
+    with pytest.raises(ConfigError, match="kombu has no Cluster transport"):
+        broker_url(settings)

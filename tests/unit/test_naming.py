@@ -43,7 +43,7 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.pool_history_key, ("web", "cpu"), "grid:m:hist:web:cpu"),
     (naming.pool_minute_key, ("web", "cpu", 29_000_000), "grid:m:hist:web:cpu:29000000"),
     (naming.metric_pools_key, (), "grid:m:pools"),
-    (naming.replication_probe_key, (), "grid:replication-probe"),
+    (naming.replication_probe_key, (), "grid:{grid:pools}:replication-probe"),
 ]
 
 

@@ -7,7 +7,6 @@ import heapq
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from importlib import resources
 from typing import Any
 
 import hiredis
@@ -16,7 +15,8 @@ import redis
 from grid.core import naming
 from grid.core.events.ids import Bounds, StreamId, format_id, parse_id
 from grid.core.events.model import FIELDS, INDEXED
-from grid.core.rtypes import Redis
+from grid.core.rtypes import Redis, is_cluster
+from grid.core.scripts import LuaScript, lua_source
 
 # Hashed index streams per subject dimension (agent, node, pool). A query for one agent or
 # node walks one bucket (1/64 of the events); more buckets mean more index entries per batch.
@@ -25,12 +25,6 @@ EXACT = frozenset({"type"})  # dimensions with one index stream per value (a clo
 SEP, KV = "\x1f", "\x1e"  # between index items; between an item's event id and its value
 ID = "\x1d"  # marks where events_index.lua puts an event id
 PAGE = 500  # index entries (or stream entries) read per round trip
-
-
-def _lua(name: str) -> str:
-    """events_common.lua followed by the named script (both package data in grid/core/lua)."""
-    folder = resources.files("grid.core").joinpath("lua")
-    return folder.joinpath("events_common.lua").read_text() + folder.joinpath(name).read_text()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -65,8 +59,8 @@ class EventStore:
         self.maxlen = maxlen
         self.retention = retention
         self.key = naming.events_key()
-        self._append = client.register_script(_lua("events_append.lua"))
-        self._index_source = _lua("events_index.lua")
+        self._append = LuaScript(lua_source("events_common.lua", "events_append.lua"), client)
+        self._index_source = lua_source("events_common.lua", "events_index.lua")
 
     def _min_id_ms(self) -> int:
         return max(0, int((time.time() - self.retention) * 1000))
@@ -79,7 +73,7 @@ class EventStore:
         keys = [self.key, *(k for k, _ in pairs)]
         args: list[Any] = [self.maxlen, self._min_id_ms(), len(FIELDS), *FIELDS, *values]
         args += [v for _, v in pairs]
-        return self._append(keys=keys, args=args, client=pipe if pipe is not None else None)
+        return self._append(keys=keys, args=args, client=pipe)
 
     def add_batch(self, batch: Sequence[Sequence[str]]) -> list[str]:
         """Store and index a batch in one MULTI (one round trip, atomic: nothing of another
@@ -120,7 +114,10 @@ class EventStore:
         """Commands sent in one write, packed by hiredis, and every reply read back (an error
         reply raises; errors inside EXEC's reply are returned in it). redis-py's own
         pipeline spends ~10 µs a command checking arguments before hiredis packs them."""
-        pool = self.client.connection_pool
+        client: Any = self.client
+        if is_cluster(client):  # every event key is in one slot: that slot's node
+            client = client.get_node_from_key(self.key).redis_connection
+        pool = client.connection_pool
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])

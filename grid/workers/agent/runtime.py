@@ -35,6 +35,7 @@ from grid.core.errors import PlatformError, UnsafeInputError
 from grid.core.events import EventLog, EventType
 from grid.core.naming import check_id, check_ids
 from grid.core.paths import under
+from grid.core.rtypes import is_cluster
 from grid.core.settings import Settings
 from grid.core.state import (
     AgentRecord,
@@ -680,8 +681,9 @@ class AgentRuntime:
             )
 
         # the live heartbeat event rides in the same round trip when events share the state's
-        # Redis; with an events Redis of their own it is published there, after the beat
-        shared = self.events.client is self.state.r
+        # Redis; with an events Redis of their own (or on Cluster, whose pipelines refuse
+        # PUBLISH) it is published on its own, after the beat
+        shared = self.events.client is self.state.r and not is_cluster(self.state.r)
         reply = self.state.heartbeat(
             self.agent_id,
             self.token,
