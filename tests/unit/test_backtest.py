@@ -13,7 +13,6 @@ from grid.autoscaler.backtest import (
     default_sim_config,
     format_table,
     load_trace,
-    main,
     plot,
     run_hpa,
     run_oracle,
@@ -21,6 +20,7 @@ from grid.autoscaler.backtest import (
 )
 from grid.autoscaler.hpa import HPA
 from grid.autoscaler.policy import PoolPolicy
+from grid.cli.main import main
 from grid.core.errors import ConfigError
 
 T0 = 1_767_571_200.0
@@ -82,18 +82,18 @@ def test_load_trace_errors(tmp_path: Path, text: str, where: str) -> None:
 def test_flat_load_costs_exactly_its_nodes() -> None:
     report = run_policy(policy(), trace((60, 400)))
     assert report.node_minutes == pytest.approx(4 * 60, abs=1)
-    assert report.minutes_under_target == 0
+    assert report.minutes_under_capacity == 0
     assert report.scale_actions == 0 and report.direction_changes == 0
 
 
-def test_a_step_up_waits_for_spin_up_and_counts_minutes_under_target() -> None:
-    config = SimConfig(target=100, metric="request_rate", spin_up=120.0)
+def test_a_step_up_waits_for_spin_up_and_counts_minutes_under_capacity() -> None:
+    config = SimConfig(capacity=100, metric="request_rate", spin_up=120.0)
     report = run_policy(policy(), trace((10, 400), (20, 800)), config)
     (when, before, after, reason), *_ = report.actions
     assert before == 4 and after > before
     assert when >= T0 + 600
     # under target from the step until the new nodes are ready: spin-up plus detection
-    assert 2.0 <= report.minutes_under_target <= 3.5
+    assert 2.0 <= report.minutes_under_capacity <= 3.5
     assert report.max_nodes == 8
     assert "rps" in reason
 
@@ -106,16 +106,16 @@ def test_direction_changes_count_reversals() -> None:
 
 
 def test_default_config_comes_from_the_policy() -> None:
-    assert default_sim_config(policy()) == SimConfig(target=100, metric="request_rate")
+    assert default_sim_config(policy()) == SimConfig(capacity=100, metric="request_rate")
     threshold = policy(checks=[{"strategy": "threshold", "metric": "cpu_percent", "upper": 75}])
-    assert default_sim_config(threshold, step=30.0).target == 75
-    with pytest.raises(ConfigError, match="no target"):
+    assert default_sim_config(threshold, step=30.0).capacity == 75
+    with pytest.raises(ConfigError, match="no capacity"):
         default_sim_config(policy(checks=[]))
 
 
 def test_oracle_is_never_under_target() -> None:
     report = run_oracle(policy(), trace((10, 400), (10, 750)))
-    assert report.minutes_under_target == 0
+    assert report.minutes_under_capacity == 0
     assert report.node_minutes == pytest.approx(4 * 10 + 8 * 10, abs=1)
 
 
@@ -163,7 +163,7 @@ def test_the_engine_configured_like_the_hpa_behaves_like_it() -> None:
     load = trace((20, 400), (30, 1000), (30, 600), (20, 300))
     ours, theirs = run_policy(like_hpa, load), run_hpa(like_hpa, load)
     assert ours.node_minutes == pytest.approx(theirs.node_minutes, rel=0.03)
-    assert ours.minutes_under_target == pytest.approx(theirs.minutes_under_target, abs=3)
+    assert ours.minutes_under_capacity == pytest.approx(theirs.minutes_under_capacity, abs=3)
 
 
 # ---- output ------------------------------------------------------------------------------
@@ -173,18 +173,45 @@ def test_table_and_plot(tmp_path: Path) -> None:
     load = trace((20, 400), (20, 900))
     reports = [run_policy(policy(), load), run_hpa(policy(), load)]
     table = format_table(reports)
-    assert table.splitlines()[0].startswith("| trace | controller | node-minutes")
-    assert "| t | web |" in table and "| t | hpa |" in table
+    assert table.splitlines()[0].startswith("| trace | spin-up | controller | node-minutes")
+    assert "| t | 60s | web |" in table and "| t | 60s | hpa avg60 100% |" in table
     out = tmp_path / "plot.png"
-    plot(reports, out, target=100)
+    plot(reports, out, capacity=100)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "timeline" not in reports[0].to_dict()
 
 
-def test_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def backtest_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`grid policy backtest ...` through grid.cli.main.main: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        main(["policy", "backtest", *args])
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def step_csv(tmp_path: Path) -> Path:
     csv = tmp_path / "step.csv"
     csv.write_text("".join(f"{T0 + 60 * m},{400 if m < 20 else 900}\n" for m in range(40)))
+    return csv
+
+
+def test_backtest_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policies = Path(__file__).parents[2] / "policies" / "requests-target.yaml"
-    assert main([str(policies), str(csv), "--hpa", "--oracle", "--step", "30s"]) == 0
-    out = capsys.readouterr().out
-    assert "| step | api |" in out and "| step | hpa |" in out and "| step | oracle |" in out
+    code, out, err = backtest_cli(
+        capsys, str(policies), "--trace", str(step_csv(tmp_path)), "--oracle", "--nomad",
+        "--step", "15s", "--spin-up", "10s", "--spin-up", "60s",
+    )  # fmt: skip
+    assert code == 0, err
+    for spin_up in ("10s", "60s"):
+        for who in ("api", "hpa instant 100%", "hpa avg60 100%", "nomad 100%"):
+            assert f"| step | {spin_up} | {who} |" in out
+    assert "| step | 0s | oracle |" in out
+
+
+def test_backtest_refuses_a_zero_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policies = Path(__file__).parents[2] / "policies" / "requests-target.yaml"
+    csv = str(step_csv(tmp_path))
+    code, out, err = backtest_cli(capsys, str(policies), "--trace", csv, "--step", "0s")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["grid: --step must be more than 0s (got 0s)"]

@@ -1,0 +1,263 @@
+"""The capacity strategy: scale up fast, scale down carefully, trust a forecast only while right.
+
+Input: the pool total of the metric over the check's window - by default the evaluation
+interval itself, so the vote sees the samples of the interval that just ended, not a minute
+average. The check's memory (kept in the pool state between evaluations) holds the recent
+interval totals, 5-minute buckets over two days, the forecasts waiting for their actual
+value, each forecaster's recent error and the periods found in the data.
+
+* **Up, within one evaluation**: ``need = ceil(total / (capacity x utilization))`` - no
+  tolerance band and no step limit, the vote is the size needed, in one step.
+* **Forecasts**: a linear trend over the last `trend`, and "the value one period ago" when the
+  data has a period (found by autocorrelation: one to fifteen minutes in the recent totals,
+  half an hour to a day in the 5-minute buckets). Each forecasts the load `spin_up` plus one
+  interval ahead; each is scored when its time comes. A forecast acts only while its recent
+  error (an exponential average of |forecast - actual| / max(actual, capacity)) is at most
+  `max_error` over at least MIN_SCORED forecasts; the reason says which acted and why.
+  A trusted forecast raises `need` to the load it expects within the next spin-up.
+* **Down, carefully**: never below what the peak of the last `hold` plus `spin_up` needs, nor
+  below the trusted forecasts' upper band (trend + 2 standard deviations of its fit, the
+  period's peak over the next spin-up plus its error): the capacity the demand of the next
+  spin-up window may need is kept, so it is not dropped just before a cycle returns.
+
+Pure Python (no numpy): the default policy must run without the `predictive` extra.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grid.autoscaler.policy import CapacityCheck
+from grid.autoscaler.votes import CheckInput, Vote, ceil_safe, error_vote, fmt, make_vote
+from grid.core.durations import format_duration
+
+RECENT_KEEP = 45 * 60.0  # seconds of interval totals kept (short periods need three cycles)
+RECENT_MAX = 540  # ... and at most this many (a 1 s interval keeps 9 minutes)
+COARSE_STEP = 300.0  # bucket of the long history
+COARSE_KEEP = 2 * 86400.0 + 3600.0  # two days: a daily period needs two cycles
+SHORT_PERIODS = (60.0, 900.0)  # periods looked for in the recent totals
+LONG_PERIODS = (1800.0, 86400.0)  # ... and in the 5-minute buckets
+SHORT_EVERY, LONG_EVERY = 300.0, 1800.0  # how often each search runs
+MIN_CORRELATION = 0.6  # autocorrelation at the period for it to count as one
+MIN_SCORED = 10  # forecasts scored before one may act
+ALPHA = 0.1  # weight of the newest error in the running average
+MAX_PENDING = 200
+
+
+def capacity(
+    check: CapacityCheck,
+    inp: CheckInput,
+    current: int,
+    tolerance: float = 0.0,
+    now: float = 0.0,
+    memory: Mapping[str, Any] | None = None,
+) -> Vote:
+    """Vote for the capacity the measured load and the trusted forecasts need."""
+    if inp.error is not None or inp.value is None:
+        return error_vote(check.name, check.strategy, inp.error or "no value")
+    total = max(0.0, inp.value)
+    book = _Book.load(memory)
+    interval = now - book.recent[-1][0] if book.recent and now > book.recent[-1][0] else 0.0
+    book.observe(now, total, check.capacity)
+    book.find_periods(now)
+    horizon = check.spin_up + interval
+    per_node = check.capacity * check.utilization
+
+    trend = _trend(book.recent, now, check.trend, horizon)
+    season = book.season_ahead(now, horizon)
+    used_up: list[float] = [total]
+    used_keep: list[float] = [book.peak(now, check.hold + check.spin_up)]
+    notes: list[str] = []
+    details: dict[str, Any] = {"total": round(total, 6)}
+    if trend is not None:
+        point, spread = trend
+        book.expect(now + horizon, "trend", point)
+        ok, note = book.trusted("trend", check.max_error)
+        notes.append(f"trend {fmt(point)} in {format_duration(horizon)}: {note}")
+        details["trend"] = {"forecast": round(point, 6), "error": book.error("trend"), "used": ok}
+        if ok:
+            used_up.append(point)
+            used_keep.append(point + 2 * spread)
+    if season is not None:
+        period, point, peak = season
+        book.expect(now + horizon, "season", point)
+        ok, note = book.trusted("season", check.max_error)
+        notes.append(f"period {format_duration(period)}: peak {fmt(peak)} ahead: {note}")
+        err = book.error("season") or 0.0
+        details["season"] = {"period": period, "forecast": round(point, 6),
+                             "peak": round(peak, 6), "error": err, "used": ok}  # fmt: skip
+        if ok:
+            used_up.append(peak)
+            used_keep.append(peak * (1 + err))
+    elif check.periods:
+        notes.append("no period found")
+
+    need = ceil_safe(max(used_up) / per_node)
+    keep = ceil_safe(max(used_keep) / per_node)
+    desired = max(need, min(current, keep))
+    details.update(need=need, keep=keep, peak=round(used_keep[0], 6))
+    reason = (
+        f"{check.metric} total {fmt(total)} / {fmt(per_node)} per node"
+        f" ({fmt(check.utilization * 100)}% of {fmt(check.capacity)}) -> need {need}"
+    )
+    if desired > need:
+        held = format_duration(check.hold + check.spin_up)
+        reason += f"; keep {desired}: the peak of the last {held} is {fmt(used_keep[0])}"
+        if len(used_keep) > 1:
+            reason += f", the trusted forecasts' upper band {fmt(max(used_keep[1:]))}"
+    if notes:
+        reason += "; " + "; ".join(notes)
+    return make_vote(
+        check.name, check.strategy, current, desired, reason, value=total,
+        details=details, memory=book.dump(),
+    )  # fmt: skip
+
+
+def _trend(
+    recent: Sequence[Sequence[float]], now: float, window: float, horizon: float
+) -> tuple[float, float] | None:
+    """Least-squares line through the totals of the last `window`: (value at now + horizon,
+    standard deviation of the residuals); None with fewer than four points."""
+    points = [(t, v) for t, v in recent if t > now - window]
+    if len(points) < 4:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    sxx = sum((t - mt) ** 2 for t, _ in points)
+    slope = sum((t - mt) * (v - mv) for t, v in points) / sxx if sxx > 0 else 0.0
+    residuals = [v - (mv + slope * (t - mt)) for t, v in points]
+    spread = math.sqrt(sum(r * r for r in residuals) / n)
+    return max(0.0, mv + slope * (now + horizon - mt)), spread
+
+
+def best_period(values: Sequence[float], step: float, low: float, high: float) -> float | None:
+    """The lag (seconds) in [low, high] where the autocorrelation of `values` (evenly spaced by
+    `step`) has its highest local peak, if that is at least MIN_CORRELATION."""
+    n = len(values)
+    first, last = max(2, math.ceil(low / step)), min(int(high / step), n // 3)
+    if last <= first:
+        return None
+    mean = sum(values) / n
+    dev = [v - mean for v in values]
+    energy = sum(d * d for d in dev)
+    if energy <= 1e-12 * n:
+        return None
+    acf = {
+        lag: sum(dev[i] * dev[i + lag] for i in range(n - lag)) / energy * n / (n - lag)
+        for lag in range(first - 1, last + 2)
+        if lag < n
+    }
+    best: tuple[float, int] | None = None
+    for lag in range(first, last + 1):
+        r = acf[lag]
+        if r >= acf.get(lag - 1, r) and r >= acf.get(lag + 1, r) and (best is None or r > best[0]):
+            best = (r, lag)
+    return best[1] * step if best is not None and best[0] >= MIN_CORRELATION else None
+
+
+def _regular(points: Sequence[Sequence[float]], step: float) -> list[float]:
+    """Values on a grid of `step` from the first point, each the last value seen (gaps carry)."""
+    out: list[float] = []
+    t0 = points[0][0]
+    index = 0
+    for k in range(int((points[-1][0] - t0) / step) + 1):
+        at = t0 + k * step + 1e-6
+        while index + 1 < len(points) and points[index + 1][0] <= at:
+            index += 1
+        out.append(points[index][1])
+    return out
+
+
+class _Book:
+    """The check's memory, as plain JSON-ready lists and numbers."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.recent: list[list[float]] = [list(p) for p in data.get("recent", [])]
+        self.coarse: list[list[float]] = [list(p) for p in data.get("coarse", [])]
+        self.pending: list[list[Any]] = [list(p) for p in data.get("pending", [])]
+        self.errors: dict[str, list[float]] = {k: list(v) for k, v in data.get("err", {}).items()}
+        self.periods: dict[str, Any] = dict(data.get("periods", {}))
+
+    @classmethod
+    def load(cls, memory: Mapping[str, Any] | None) -> _Book:
+        return cls(memory or {})
+
+    def dump(self) -> dict[str, Any]:
+        return {"recent": self.recent, "coarse": self.coarse, "pending": self.pending,
+                "err": self.errors, "periods": self.periods}  # fmt: skip
+
+    def observe(self, now: float, total: float, scale: float) -> None:
+        """Record this interval's total and score the forecasts that were due by now."""
+        self.recent.append([now, round(total, 4)])
+        cut = now - RECENT_KEEP
+        self.recent = [p for p in self.recent if p[0] > cut][-RECENT_MAX:]
+        bucket = math.floor(now / COARSE_STEP) * COARSE_STEP
+        if self.coarse and self.coarse[-1][0] == bucket:
+            self.coarse[-1][1] += total
+            self.coarse[-1][2] += 1
+        else:
+            self.coarse.append([bucket, total, 1])
+            self.coarse = [b for b in self.coarse if b[0] > now - COARSE_KEEP]
+        still = []
+        for due, kind, predicted in self.pending:
+            if due > now:
+                still.append([due, kind, predicted])
+                continue
+            error = abs(predicted - total) / max(total, scale)
+            avg, count = self.errors.get(kind, [0.0, 0])
+            avg = error if count == 0 else (1 - ALPHA) * avg + ALPHA * error
+            self.errors[kind] = [round(avg, 6), count + 1]
+        self.pending = still[-MAX_PENDING:]
+
+    def expect(self, due: float, kind: str, value: float) -> None:
+        self.pending.append([due, kind, round(value, 4)])
+
+    def error(self, kind: str) -> float | None:
+        found = self.errors.get(kind)
+        return None if not found or not found[1] else found[0]
+
+    def trusted(self, kind: str, max_error: float) -> tuple[bool, str]:
+        """Whether forecaster `kind` may act, and the words that say so."""
+        avg, count = self.errors.get(kind, [0.0, 0])
+        if count < MIN_SCORED:
+            return False, f"not used ({int(count)}/{MIN_SCORED} forecasts scored)"
+        if avg > max_error:
+            return False, f"not used: recent error {avg:.0%} > {max_error:.0%}"
+        return True, f"used: recent error {avg:.0%} <= {max_error:.0%}"
+
+    def peak(self, now: float, window: float) -> float:
+        return max(v for t, v in self.recent if t > now - window - 1e-6)
+
+    def find_periods(self, now: float) -> None:
+        """Search for a short period every SHORT_EVERY and a long one every LONG_EVERY."""
+        if len(self.recent) >= 12 and now - self.periods.get("short_at", -math.inf) >= SHORT_EVERY:
+            times = [t for t, _ in self.recent]
+            step = max(1.0, sorted(b - a for a, b in zip(times, times[1:], strict=False))[
+                (len(times) - 1) // 2])  # fmt: skip
+            values = _regular(self.recent, step)
+            self.periods["short"] = best_period(values, step, *SHORT_PERIODS)
+            self.periods["short_at"] = now
+        if len(self.coarse) >= 12 and now - self.periods.get("long_at", -math.inf) >= LONG_EVERY:
+            means = [[b, s / n] for b, s, n in self.coarse[:-1]]  # complete buckets
+            if len(means) >= 12:
+                values = _regular(means, COARSE_STEP)
+                self.periods["long"] = best_period(values, COARSE_STEP, *LONG_PERIODS)
+            self.periods["long_at"] = now
+
+    def season_ahead(self, now: float, horizon: float) -> tuple[float, float, float] | None:
+        """(period, value expected at now + horizon, peak expected over (now, now + horizon]):
+        what the data did one period ago; None without a period."""
+        short, long = self.periods.get("short"), self.periods.get("long")
+        if short:
+            then = [(t, v) for t, v in self.recent if now - short < t <= now - short + horizon]
+            if then:
+                return short, then[-1][1], max(v for _, v in then)
+        if long:
+            lo, hi = now - long, now - long + horizon
+            then = [(b, s / n) for b, s, n in self.coarse if b + COARSE_STEP > lo and b <= hi]
+            if then:
+                return long, then[-1][1], max(v for _, v in then)
+        return None
