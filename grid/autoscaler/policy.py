@@ -315,7 +315,7 @@ class CapacityCheck(_Check):
     utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     spin_up: Annotated[Duration, Field(ge=0)] = 60.0
     hold: Annotated[Duration, Field(ge=0)] = 120.0
-    trend: PositiveDuration = 120.0
+    trend: PositiveDuration = 300.0
     max_error: Annotated[float, Field(gt=0)] = 0.1
     periods: bool = True
 

@@ -15,11 +15,13 @@ from grid.autoscaler.backtest import (
     load_trace,
     plot,
     run_hpa,
+    run_nomad,
     run_oracle,
     run_policy,
 )
 from grid.autoscaler.hpa import HPA
-from grid.autoscaler.policy import PoolPolicy
+from grid.autoscaler.policy import PoolPolicy, load_policy_file
+from grid.autoscaler.sweep import envelope, interpolate, plot_sweep, sweep
 from grid.cli.main import main
 from grid.core.errors import ConfigError
 
@@ -215,3 +217,104 @@ def test_backtest_refuses_a_zero_step(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, err = backtest_cli(capsys, str(policies), "--trace", csv, "--step", "0s")
     assert (code, out) == (2, "")
     assert err.splitlines() == ["grid: --step must be more than 0s (got 0s)"]
+
+
+# ---- the live grid's behaviour, simulated -------------------------------------------------
+
+POLICIES = Path(__file__).parents[2] / "policies"
+
+
+def per_second(*levels: tuple[int, float], name: str = "s") -> Trace:
+    """Seconds at each load level, one row a second."""
+    points, second = [], 0
+    for seconds, load in levels:
+        for _ in range(seconds):
+            points.append((T0 + second, load))
+            second += 1
+    return Trace(name, {"": points})
+
+
+def test_the_default_policy_follows_a_step_within_one_evaluation() -> None:
+    [default] = load_policy_file(POLICIES / "default.yaml")
+    step_at = 1203.0  # not on an evaluation: the first one after it sees a partial interval
+    load = per_second((int(step_at), 270.0), (600, 1350.0))
+    report = run_policy(default, load, default_sim_config(default, spin_up=10.0))
+    actions = [a for a in report.actions if a[0] > T0 + 60]
+    (when, before, after, reason), *_ = actions
+    assert when - (T0 + step_at) <= default.evaluation_interval
+    # The first evaluation saw 7 s of the step in its 10 s: ceil((3 x 270 + 7 x 1350) / 10 / 90)
+    assert (before, after) == (3, 12) and "requests" in reason
+    full = next(t for t, _, n, _ in actions if n >= 15)  # 1350 / 90: the whole step
+    assert full - (T0 + step_at) <= 2 * default.evaluation_interval
+    assert all(b > a for t, a, b, _ in actions if t < full)  # never a step back on the way
+
+
+def test_a_dry_run_policy_is_simulated_as_not_acting() -> None:
+    load = trace((10, 400), (20, 1600))
+    acting, dry = run_policy(policy(), load), run_policy(policy(dry_run=True), load)
+    assert acting.scale_actions > 0
+    assert (dry.scale_actions, dry.max_nodes) == (0, 4)
+    assert dry.minutes_under_capacity > acting.minutes_under_capacity
+
+
+def test_results_do_not_depend_on_the_step() -> None:
+    """Samples average their step, so a per-second trace gives the same result at 1 s and 5 s
+    (it gave 852 vs 958 node-minutes at 15 s and 1 s when one row was read per step)."""
+    rng = [400 + (900 if 600 <= s % 1800 < 900 else 0) + (s * 7919 % 97) for s in range(5400)]
+    load = Trace("flash", {"": [(T0 + s, float(v)) for s, v in enumerate(rng)]})
+    fine = run_hpa(policy(), load, default_sim_config(policy(), step=1.0), "instant")
+    coarse = run_hpa(policy(), load, default_sim_config(policy(), step=5.0), "instant")
+    assert coarse.node_minutes == pytest.approx(fine.node_minutes, rel=0.02)
+    assert coarse.minutes_under_capacity == pytest.approx(fine.minutes_under_capacity, rel=0.1)
+
+
+def test_the_hpa_metric_variants_differ_in_reaction() -> None:
+    load = per_second((300, 400.0), (600, 1200.0))
+    instant = run_hpa(policy(), load, metric="instant")
+    avg60 = run_hpa(policy(), load, metric="avg60")
+    assert instant.actions[0][0] <= avg60.actions[0][0]
+    assert instant.minutes_under_capacity < avg60.minutes_under_capacity
+
+
+def test_nomad_waits_its_cooldown_after_every_action() -> None:
+    report = run_nomad(policy(), trace((10, 400), (10, 900), (10, 1500), (20, 400)))
+    times = [t for t, *_ in report.actions]
+    assert len(times) >= 2 and all(b - a >= 300 for a, b in zip(times, times[1:], strict=False))
+
+
+# ---- the cost curve and the verdict ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("points", "curve"),
+    [
+        ([(10, 5), (12, 3), (11, 6), (15, 0)], [(10, 5), (12, 3), (15, 0)]),
+        ([(10, 5), (10, 4), (20, 4)], [(10, 4)]),  # a costlier point no better: off the curve
+    ],
+)
+def test_envelope(points: list[tuple[float, float]], curve: list[tuple[float, float]]) -> None:
+    assert envelope(points) == curve
+
+
+@pytest.mark.parametrize(("x", "y"), [(5, 5), (10, 5), (11, 4), (13.5, 1.5), (99, 0)])
+def test_interpolate(x: float, y: float) -> None:
+    assert interpolate([(10, 5), (12, 3), (15, 0)], x) == pytest.approx(y)
+
+
+def test_sweep_and_its_verdict(tmp_path: Path) -> None:
+    [default] = load_policy_file(POLICIES / "default.yaml")
+    load = per_second((900, 300.0), (900, 1200.0), (900, 300.0), name="steps")
+    result = sweep(default, load, default_sim_config(default, spin_up=10.0))
+    assert len(result.hpa) == 22 and len(result.nomad) == 11
+    assert {m for m, _, _ in result.hpa} == {"instant", "avg60"}
+    curve = result.curve
+    assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(curve, curve[1:], strict=False))
+    g = result.grid
+    met = g.minutes_under_capacity <= result.hpa_at_grid / 2 and (
+        g.direction_changes <= result.hpa_changes
+    )
+    assert result.met is met
+    assert result.verdict().startswith("met" if met else "MISSED")
+    out = tmp_path / "sweep.png"
+    plot_sweep(result, out, 100.0)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,8 @@ value, each forecaster's recent error and the periods found in the data.
   half an hour to a day in the 5-minute buckets). Each forecasts the load `spin_up` plus one
   interval ahead; each is scored when its time comes. A forecast acts only while its recent
   error (an exponential average of |forecast - actual| / max(actual, capacity)) is at most
-  `max_error` over at least MIN_SCORED forecasts; the reason says which acted and why.
+  `max_error` over at least MIN_SCORED forecasts and below the error of no forecast at all
+  ("the load stays as it is", scored the same way); the reason says which acted and why.
   A trusted forecast raises `need` to the load it expects within the next spin-up.
 * **Down, carefully**: never below what the peak of the last `hold` plus `spin_up` needs, nor
   below the trusted forecasts' upper band (trend + 2 standard deviations of its fit, the
@@ -44,6 +45,8 @@ MIN_CORRELATION = 0.6  # autocorrelation at the period for it to count as one
 MIN_SCORED = 10  # forecasts scored before one may act
 ALPHA = 0.1  # weight of the newest error in the running average
 MAX_PENDING = 200
+DOWN_BAND = 0.1  # a smaller size must fit the kept load at 90 % of `utilization`: no flapping
+NAIVE = "naive"  # the yardstick: a forecast must beat "the load stays as it is"
 
 
 def capacity(
@@ -61,25 +64,29 @@ def capacity(
     book = _Book.load(memory)
     interval = now - book.recent[-1][0] if book.recent and now > book.recent[-1][0] else 0.0
     book.observe(now, total, check.capacity)
-    book.find_periods(now)
+    if check.periods:
+        book.find_periods(now)
     horizon = check.spin_up + interval
     per_node = check.capacity * check.utilization
 
+    book.expect(now + horizon, NAIVE, total)  # "no forecast": the load stays as it is
     trend = _trend(book.recent, now, check.trend, horizon)
-    season = book.season_ahead(now, horizon)
+    season = book.season_ahead(now, horizon) if check.periods else None
     used_up: list[float] = [total]
     used_keep: list[float] = [book.peak(now, check.hold + check.spin_up)]
     notes: list[str] = []
     details: dict[str, Any] = {"total": round(total, 6)}
+    sigma = _noise(book.recent, now, check.hold + check.spin_up)
     if trend is not None:
-        point, spread = trend
+        point, _ = trend
         book.expect(now + horizon, "trend", point)
         ok, note = book.trusted("trend", check.max_error)
         notes.append(f"trend {fmt(point)} in {format_duration(horizon)}: {note}")
         details["trend"] = {"forecast": round(point, 6), "error": book.error("trend"), "used": ok}
         if ok:
-            used_up.append(point)
-            used_keep.append(point + 2 * spread)
+            used_keep.append(point + 2 * sigma)
+            if point > total + 2 * sigma:  # a rise the noise does not explain
+                used_up.append(point)
     if season is not None:
         period, point, peak = season
         book.expect(now + horizon, "season", point)
@@ -94,19 +101,23 @@ def capacity(
     elif check.periods:
         notes.append("no period found")
 
-    need = ceil_safe(max(used_up) / per_node)
-    keep = ceil_safe(max(used_keep) / per_node)
-    desired = max(need, min(current, keep))
+    room = current * per_node
+    expected = max(used_up)
+    need = ceil_safe(expected / per_node)
+    noise = 2 * sigma
+    keep = ceil_safe((max(used_keep) + noise) / (per_node * (1 - DOWN_BAND)))
+    desired = need if expected > room else min(current, max(need, keep))
     details.update(need=need, keep=keep, peak=round(used_keep[0], 6))
     reason = (
         f"{check.metric} total {fmt(total)} / {fmt(per_node)} per node"
         f" ({fmt(check.utilization * 100)}% of {fmt(check.capacity)}) -> need {need}"
     )
-    if desired > need:
+    if desired < current or (desired == current and keep >= current > need):
         held = format_duration(check.hold + check.spin_up)
-        reason += f"; keep {desired}: the peak of the last {held} is {fmt(used_keep[0])}"
+        reason += f"; keep {desired}: peak of the last {held} {fmt(used_keep[0])}"
+        reason += f" + 2 x noise {fmt(noise / 2)}" if noise else ""
         if len(used_keep) > 1:
-            reason += f", the trusted forecasts' upper band {fmt(max(used_keep[1:]))}"
+            reason += f", trusted forecasts' upper band {fmt(max(used_keep[1:]))}"
     if notes:
         reason += "; " + "; ".join(notes)
     return make_vote(
@@ -133,15 +144,28 @@ def _trend(
     return max(0.0, mv + slope * (now + horizon - mt)), spread
 
 
+def _noise(recent: Sequence[Sequence[float]], now: float, window: float) -> float:
+    """The noise of the totals of the last `window`: a standard deviation estimated from the
+    median second difference, which neither a level shift nor a smooth trend or cycle
+    inflates (white noise of deviation s has second differences of deviation s x sqrt(6))."""
+    values = [v for t, v in recent if t > now - window - 1e-6]
+    second = sorted(
+        abs(c - 2 * b + a) for a, b, c in zip(values, values[1:], values[2:], strict=False)
+    )
+    return 1.4826 * second[len(second) // 2] / math.sqrt(6) if second else 0.0
+
+
 def best_period(values: Sequence[float], step: float, low: float, high: float) -> float | None:
     """The lag (seconds) in [low, high] where the autocorrelation of `values` (evenly spaced by
-    `step`) has its highest local peak, if that is at least MIN_CORRELATION."""
+    `step`, linear trend removed) has its highest local peak, if at least MIN_CORRELATION."""
     n = len(values)
     first, last = max(2, math.ceil(low / step)), min(int(high / step), n // 3)
     if last <= first:
         return None
-    mean = sum(values) / n
-    dev = [v - mean for v in values]
+    mean, middle = sum(values) / n, (n - 1) / 2
+    sxx = sum((i - middle) ** 2 for i in range(n))
+    slope = sum((i - middle) * (v - mean) for i, v in enumerate(values)) / sxx
+    dev = [v - mean - slope * (i - middle) for i, v in enumerate(values)]  # detrended
     energy = sum(d * d for d in dev)
     if energy <= 1e-12 * n:
         return None
@@ -226,6 +250,9 @@ class _Book:
             return False, f"not used ({int(count)}/{MIN_SCORED} forecasts scored)"
         if avg > max_error:
             return False, f"not used: recent error {avg:.0%} > {max_error:.0%}"
+        naive = self.error(NAIVE)
+        if naive is not None and avg >= naive:
+            return False, f"not used: recent error {avg:.0%} >= {naive:.0%} of no forecast"
         return True, f"used: recent error {avg:.0%} <= {max_error:.0%}"
 
     def peak(self, now: float, window: float) -> float:
