@@ -491,11 +491,15 @@ def test_default_policy_follows_a_step_within_one_evaluation_and_a_sawtooth_with
         wait_for(lambda: recorder.first(lambda n: n > 1), 10, what="a scale-out")
         scaled = recorder.first(lambda n: n > 1)
         assert scaled is not None
-        after = [d for d in stored_decisions(grid) if d["ts"] >= visible - EVALUATION_INTERVAL]
-        first = next(d for d in after if d["action"] != "hold" or d["votes"][0]["value"] > 36)
-        assert first["action"] == "up" and first["applied"], first["reason"]
-        assert scaled - visible <= EVALUATION_INTERVAL + 0.5 + 0.1  # + one beat tick
-        assert first["desired"] >= 4  # 150 rps / 36 per node: the whole step at once
+        wait_for(lambda: recorder.first(lambda n: n >= 5), 10, what="the whole step: 5 nodes")
+        made = stored_decisions(grid)
+        first_up = next(d for d in made if d["action"] == "up" and d["applied"])
+        before = [d for d in made if visible <= d["ts"] < first_up["ts"]]
+        assert before == [], [(d["ts"] - visible, d["reason"]) for d in before]
+        assert first_up["ts"] - visible <= EVALUATION_INTERVAL + 0.5 + 0.1, (first_up, visible)
+        assert first_up["current"] == 1 and scaled - visible <= EVALUATION_INTERVAL + 0.6
+        whole = recorder.first(lambda n: n >= 5)  # 150 rps / 36 per node, within [min, max]
+        assert whole is not None and whole - visible <= 2 * EVALUATION_INTERVAL + 0.6
         wait_for(lambda: recorder.sizes_seen[-1][1] == SAW_MIN, 60, what="back to one node")
 
         runs = sawtooth_schedule(time.time() + 2)
