@@ -41,6 +41,7 @@ COARSE_KEEP = 2 * 86400.0 + 3600.0  # two days: a daily period needs two cycles
 SHORT_PERIODS = (60.0, 900.0)  # periods looked for in the recent totals
 LONG_PERIODS = (1800.0, 86400.0)  # ... and in the 5-minute buckets
 SHORT_EVERY, LONG_EVERY = 300.0, 1800.0  # how often each search runs
+SEARCH_POINTS = 180  # values a search looks at, at most
 MIN_CORRELATION = 0.6  # autocorrelation at the period for it to count as one
 MIN_SCORED = 10  # forecasts scored before one may act
 ALPHA = 0.1  # weight of the newest error in the running average
@@ -182,6 +183,15 @@ def best_period(values: Sequence[float], step: float, low: float, high: float) -
     return best[1] * step if best is not None and best[0] >= MIN_CORRELATION else None
 
 
+def _coarsen(values: list[float], step: float) -> tuple[list[float], float]:
+    """At most SEARCH_POINTS values: means of consecutive groups; and their spacing."""
+    k = max(1, math.ceil(len(values) / SEARCH_POINTS))
+    if k == 1:
+        return values, step
+    groups = [values[i : i + k] for i in range(0, len(values), k)]
+    return [sum(g) / len(g) for g in groups], step * k
+
+
 def _regular(points: Sequence[Sequence[float]], step: float) -> list[float]:
     """Values on a grid of `step` from the first point, each the last value seen (gaps carry)."""
     out: list[float] = []
@@ -259,19 +269,29 @@ class _Book:
         return max(v for t, v in self.recent if t > now - window - 1e-6)
 
     def find_periods(self, now: float) -> None:
-        """Search for a short period every SHORT_EVERY and a long one every LONG_EVERY."""
+        """Search for a short period every SHORT_EVERY and a long one every LONG_EVERY, at
+        most one search per evaluation and on at most SEARCH_POINTS values, so a search costs
+        a few milliseconds (the autocorrelation is O(points x lags) in pure Python)."""
         if len(self.recent) >= 12 and now - self.periods.get("short_at", -math.inf) >= SHORT_EVERY:
             times = [t for t, _ in self.recent]
             step = max(1.0, sorted(b - a for a, b in zip(times, times[1:], strict=False))[
                 (len(times) - 1) // 2])  # fmt: skip
-            values = _regular(self.recent, step)
+            values, step = _coarsen(_regular(self.recent, step), step)
             self.periods["short"] = best_period(values, step, *SHORT_PERIODS)
             self.periods["short_at"] = now
-        if len(self.coarse) >= 12 and now - self.periods.get("long_at", -math.inf) >= LONG_EVERY:
+        elif len(self.coarse) >= 12 and now - self.periods.get("long_at", -math.inf) >= LONG_EVERY:
             means = [[b, s / n] for b, s, n in self.coarse[:-1]]  # complete buckets
+            found = None
             if len(means) >= 12:
                 values = _regular(means, COARSE_STEP)
-                self.periods["long"] = best_period(values, COARSE_STEP, *LONG_PERIODS)
+                low, high = LONG_PERIODS
+                middle = min(high, 4 * 3600.0)  # half an hour to 4 h on the last 12 h ...
+                recent = values[-int(3 * middle / COARSE_STEP) :]
+                found = best_period(recent, COARSE_STEP, low, middle)
+                if found is None:  # ... else up to a day on all of it, in coarser buckets
+                    wide, step = _coarsen(values, COARSE_STEP)
+                    found = best_period(wide, step, middle, high)
+            self.periods["long"] = found
             self.periods["long_at"] = now
 
     def season_ahead(self, now: float, horizon: float) -> tuple[float, float, float] | None:
