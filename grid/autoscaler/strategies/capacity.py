@@ -26,6 +26,7 @@ Pure Python (no numpy): the default policy must run without the `predictive` ext
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,7 +64,7 @@ def capacity(
         return error_vote(check.name, check.strategy, inp.error or "no value")
     total = max(0.0, inp.value)
     book = _Book.load(memory)
-    interval = now - book.recent[-1][0] if book.recent and now > book.recent[-1][0] else 0.0
+    interval = now - book.rt[-1] if book.rt and now > book.rt[-1] else 0.0
     book.observe(now, total, check.capacity)
     if check.periods:
         book.find_periods(now)
@@ -71,13 +72,13 @@ def capacity(
     per_node = check.capacity * check.utilization
 
     book.expect(now + horizon, NAIVE, total)  # "no forecast": the load stays as it is
-    trend = _trend(book.recent, now, check.trend, horizon)
+    trend = _trend(book.rt, book.rv, now, check.trend, horizon)
     season = book.season_ahead(now, horizon) if check.periods else None
     used_up: list[float] = [total]
     used_keep: list[float] = [book.peak(now, check.hold + check.spin_up)]
     notes: list[str] = []
     details: dict[str, Any] = {"total": round(total, 6)}
-    sigma = _noise(book.recent, now, check.hold + check.spin_up)
+    sigma = _noise(book.rt, book.rv, now, check.hold + check.spin_up)
     if trend is not None:
         point, _ = trend
         book.expect(now + horizon, "trend", point)
@@ -128,11 +129,12 @@ def capacity(
 
 
 def _trend(
-    recent: Sequence[Sequence[float]], now: float, window: float, horizon: float
+    times: Sequence[float], values: Sequence[float], now: float, window: float, horizon: float
 ) -> tuple[float, float] | None:
     """Least-squares line through the totals of the last `window`: (value at now + horizon,
     standard deviation of the residuals); None with fewer than four points."""
-    points = [(t, v) for t, v in recent if t > now - window]
+    first = bisect.bisect_right(times, now - window)
+    points = list(zip(times[first:], values[first:], strict=True))
     if len(points) < 4:
         return None
     n = len(points)
@@ -145,11 +147,11 @@ def _trend(
     return max(0.0, mv + slope * (now + horizon - mt)), spread
 
 
-def _noise(recent: Sequence[Sequence[float]], now: float, window: float) -> float:
+def _noise(times: Sequence[float], values: Sequence[float], now: float, window: float) -> float:
     """The noise of the totals of the last `window`: a standard deviation estimated from the
     median second difference, which neither a level shift nor a smooth trend or cycle
     inflates (white noise of deviation s has second differences of deviation s x sqrt(6))."""
-    values = [v for t, v in recent if t > now - window - 1e-6]
+    values = values[bisect.bisect_right(times, now - window - 1e-6) :]
     second = sorted(
         abs(c - 2 * b + a) for a, b, c in zip(values, values[1:], values[2:], strict=False)
     )
@@ -192,26 +194,34 @@ def _coarsen(values: list[float], step: float) -> tuple[list[float], float]:
     return [sum(g) / len(g) for g in groups], step * k
 
 
-def _regular(points: Sequence[Sequence[float]], step: float) -> list[float]:
-    """Values on a grid of `step` from the first point, each the last value seen (gaps carry)."""
+def _regular(times: Sequence[float], values: Sequence[float], step: float) -> list[float]:
+    """Values on a grid of `step` from the first time, each the last value seen (gaps carry)."""
     out: list[float] = []
-    t0 = points[0][0]
     index = 0
-    for k in range(int((points[-1][0] - t0) / step) + 1):
-        at = t0 + k * step + 1e-6
-        while index + 1 < len(points) and points[index + 1][0] <= at:
+    for k in range(int((times[-1] - times[0]) / step) + 1):
+        at = times[0] + k * step + 1e-6
+        while index + 1 < len(times) and times[index + 1] <= at:
             index += 1
-        out.append(points[index][1])
+        out.append(values[index])
     return out
 
 
 class _Book:
-    """The check's memory, as plain JSON-ready lists and numbers."""
+    """The check's memory, kept in columns of plain numbers (JSON-ready, and a few lists
+    rather than thousands of small ones to decode and collect at every evaluation)."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
-        self.recent: list[list[float]] = [list(p) for p in data.get("recent", [])]
-        self.coarse: list[list[float]] = [list(p) for p in data.get("coarse", [])]
-        self.pending: list[list[Any]] = [list(p) for p in data.get("pending", [])]
+        recent: Sequence[Sequence[Any]] = data.get("recent") or ([], [])
+        coarse: Sequence[Sequence[Any]] = data.get("coarse") or ([], [], [])
+        pending: Sequence[Sequence[Any]] = data.get("pending") or ([], [], [])
+        self.rt: list[float] = list(recent[0])
+        self.rv: list[float] = list(recent[1])
+        self.cb: list[float] = list(coarse[0])
+        self.cs: list[float] = list(coarse[1])
+        self.cn: list[int] = list(coarse[2])
+        self.pd: list[float] = list(pending[0])
+        self.pk: list[str] = list(pending[1])
+        self.pv: list[float] = list(pending[2])
         self.errors: dict[str, list[float]] = {k: list(v) for k, v in data.get("err", {}).items()}
         self.periods: dict[str, Any] = dict(data.get("periods", {}))
 
@@ -220,34 +230,44 @@ class _Book:
         return cls(memory or {})
 
     def dump(self) -> dict[str, Any]:
-        return {"recent": self.recent, "coarse": self.coarse, "pending": self.pending,
-                "err": self.errors, "periods": self.periods}  # fmt: skip
+        return {"recent": [self.rt, self.rv], "coarse": [self.cb, self.cs, self.cn],
+                "pending": [self.pd, self.pk, self.pv], "err": self.errors,
+                "periods": self.periods}  # fmt: skip
 
     def observe(self, now: float, total: float, scale: float) -> None:
         """Record this interval's total and score the forecasts that were due by now."""
-        self.recent.append([now, round(total, 4)])
-        cut = now - RECENT_KEEP
-        self.recent = [p for p in self.recent if p[0] > cut][-RECENT_MAX:]
+        self.rt.append(now)
+        self.rv.append(round(total, 4))
+        first = max(bisect.bisect_right(self.rt, now - RECENT_KEEP), len(self.rt) - RECENT_MAX)
+        if first > 0:
+            del self.rt[:first], self.rv[:first]
         bucket = math.floor(now / COARSE_STEP) * COARSE_STEP
-        if self.coarse and self.coarse[-1][0] == bucket:
-            self.coarse[-1][1] += total
-            self.coarse[-1][2] += 1
+        if self.cb and self.cb[-1] == bucket:
+            self.cs[-1] += total
+            self.cn[-1] += 1
         else:
-            self.coarse.append([bucket, total, 1])
-            self.coarse = [b for b in self.coarse if b[0] > now - COARSE_KEEP]
-        still = []
-        for due, kind, predicted in self.pending:
+            self.cb.append(bucket)
+            self.cs.append(total)
+            self.cn.append(1)
+            first = bisect.bisect_right(self.cb, now - COARSE_KEEP)
+            if first > 0:
+                del self.cb[:first], self.cs[:first], self.cn[:first]
+        keep = [i for i, due in enumerate(self.pd) if due > now][-MAX_PENDING:]
+        for i, due in enumerate(self.pd):
             if due > now:
-                still.append([due, kind, predicted])
                 continue
-            error = abs(predicted - total) / max(total, scale)
-            avg, count = self.errors.get(kind, [0.0, 0])
+            error = abs(self.pv[i] - total) / max(total, scale)
+            avg, count = self.errors.get(self.pk[i], [0.0, 0])
             avg = error if count == 0 else (1 - ALPHA) * avg + ALPHA * error
-            self.errors[kind] = [round(avg, 6), count + 1]
-        self.pending = still[-MAX_PENDING:]
+            self.errors[self.pk[i]] = [round(avg, 6), count + 1]
+        self.pd = [self.pd[i] for i in keep]
+        self.pk = [self.pk[i] for i in keep]
+        self.pv = [self.pv[i] for i in keep]
 
     def expect(self, due: float, kind: str, value: float) -> None:
-        self.pending.append([due, kind, round(value, 4)])
+        self.pd.append(due)
+        self.pk.append(kind)
+        self.pv.append(round(value, 4))
 
     def error(self, kind: str) -> float | None:
         found = self.errors.get(kind)
@@ -266,24 +286,23 @@ class _Book:
         return True, f"used: recent error {avg:.0%} <= {max_error:.0%}"
 
     def peak(self, now: float, window: float) -> float:
-        return max(v for t, v in self.recent if t > now - window - 1e-6)
+        return float(max(self.rv[bisect.bisect_right(self.rt, now - window - 1e-6) :]))
 
     def find_periods(self, now: float) -> None:
         """Search for a short period every SHORT_EVERY and a long one every LONG_EVERY, at
         most one search per evaluation and on at most SEARCH_POINTS values, so a search costs
         a few milliseconds (the autocorrelation is O(points x lags) in pure Python)."""
-        if len(self.recent) >= 12 and now - self.periods.get("short_at", -math.inf) >= SHORT_EVERY:
-            times = [t for t, _ in self.recent]
-            step = max(1.0, sorted(b - a for a, b in zip(times, times[1:], strict=False))[
-                (len(times) - 1) // 2])  # fmt: skip
-            values, step = _coarsen(_regular(self.recent, step), step)
+        if len(self.rt) >= 12 and now - self.periods.get("short_at", -math.inf) >= SHORT_EVERY:
+            gaps = sorted(b - a for a, b in zip(self.rt, self.rt[1:], strict=False))
+            step = max(1.0, gaps[(len(gaps) - 1) // 2])
+            values, step = _coarsen(_regular(self.rt, self.rv, step), step)
             self.periods["short"] = best_period(values, step, *SHORT_PERIODS)
             self.periods["short_at"] = now
-        elif len(self.coarse) >= 12 and now - self.periods.get("long_at", -math.inf) >= LONG_EVERY:
-            means = [[b, s / n] for b, s, n in self.coarse[:-1]]  # complete buckets
+        elif len(self.cb) >= 12 and now - self.periods.get("long_at", -math.inf) >= LONG_EVERY:
             found = None
-            if len(means) >= 12:
-                values = _regular(means, COARSE_STEP)
+            if len(self.cb) >= 13:  # complete buckets only: not the current one
+                means = [s / n for s, n in zip(self.cs[:-1], self.cn[:-1], strict=True)]
+                values = _regular(self.cb[:-1], means, COARSE_STEP)
                 low, high = LONG_PERIODS
                 middle = min(high, 4 * 3600.0)  # half an hour to 4 h on the last 12 h ...
                 recent = values[-int(3 * middle / COARSE_STEP) :]
@@ -299,12 +318,14 @@ class _Book:
         what the data did one period ago; None without a period."""
         short, long = self.periods.get("short"), self.periods.get("long")
         if short:
-            then = [(t, v) for t, v in self.recent if now - short < t <= now - short + horizon]
-            if then:
-                return short, then[-1][1], max(v for _, v in then)
+            lo = bisect.bisect_right(self.rt, now - short)
+            hi = bisect.bisect_right(self.rt, now - short + horizon)
+            if hi > lo:
+                return short, self.rv[hi - 1], max(self.rv[lo:hi])
         if long:
             lo, hi = now - long, now - long + horizon
-            then = [(b, s / n) for b, s, n in self.coarse if b + COARSE_STEP > lo and b <= hi]
+            then = [s / n for b, s, n in zip(self.cb, self.cs, self.cn, strict=True)
+                    if b + COARSE_STEP > lo and b <= hi]  # fmt: skip
             if then:
-                return long, then[-1][1], max(v for _, v in then)
+                return long, then[-1], max(then)
         return None
