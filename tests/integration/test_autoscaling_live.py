@@ -526,4 +526,8 @@ def test_default_policy_follows_a_step_within_one_evaluation_and_a_sawtooth_with
     predicted = run_policy(policy, trace, config)
     assert predicted.direction_changes >= 2 * TEETH - 1  # the backtest follows every tooth
     assert max(d["desired"] for d in history) >= 4  # so does the pool: up to 150 rps
+    print(
+        f"sawtooth: {live_changes} direction changes live, {predicted.direction_changes} in the"
+        f" backtest; the step's first scale-out {first_up['ts'] - visible:.2f} s after it showed"
+    )
     assert live_changes <= predicted.direction_changes, (live_changes, predicted.actions)
