@@ -4,7 +4,8 @@ Modules: ``policy`` (YAML schema and validation), ``metrics`` (Redis metrics sto
 ``votes`` (what a strategy returns), ``strategies`` (one module per strategy, found by name:
 pure votes), ``engine`` (merge, bounds, step limits,
 cooldowns -> Decision), ``service`` (applied policies, evaluation when due, decision log),
-``backtest`` and ``hpa`` (simulated replays against the Kubernetes HPA baseline).
+``backtest``, ``hpa`` and ``sweep`` (simulated replays against the Kubernetes HPA and Nomad
+baselines, the HPA cost curve and the verdict), ``replay`` (what `grid policy backtest` runs).
 
 Importing this package is cheap: pandas, scikit-learn and matplotlib load only when a
 forecast or a plot needs them. docs/AUTOSCALING.md is the user guide.

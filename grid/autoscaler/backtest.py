@@ -1,29 +1,32 @@
-"""Backtests: replay a metric trace through a policy (or the HPA baseline) in simulated time.
+"""Backtests: replay a metric trace through a policy (or a baseline) in simulated time.
 
 The trace is a CSV of ``timestamp,value[,metric]`` rows (a header row is optional; timestamps
 are unix seconds or ISO 8601). ``value`` is the pool's total load of the metric at that time
 (total requests/s, or total CPU % - 250 is two and a half busy nodes); a row with no metric
-applies to every metric the policy reads. The load holds until the next row.
+is the load of the metric the backtest measures capacity on. The load holds until the next
+row, at any resolution (one row a second or a minute).
 
-The load model is deliberately simple: every ready node carries an equal share, so each node
-reports load / ready nodes; a new node becomes ready `spin_up` seconds after the scale-up,
-scale-down is immediate (pending nodes go first). The policy runs through the very engine the
-master uses (`collect_inputs` on an in-memory metrics source, `evaluate`, `next_state`).
+What the live grid does is simulated: every `step` (the agents' sampling period, 5 s) each
+ready node reports the mean of its equal share of the load over that step, so an evaluation
+reads the average of the samples in its window; a `dry_run` policy decides and never acts; a
+new node is ready `spin_up` after the scale-up, a scale-down is immediate (pending nodes go
+first). The policy runs through the very engine the master uses (`collect_inputs` on an
+in-memory metrics source, `evaluate`, `next_state`).
 
-Reported: scaling actions, node-minutes (every allocated node, ready or not), minutes under
-target (per-node load above the `target`, or load with no ready node) and direction changes
-(a scale-up after a scale-down or the reverse - the flapping count).
-
-    python -m grid.autoscaler.backtest POLICY.yaml TRACE.csv [--hpa] [--plot out.png]
+Reported: node-minutes (every allocated node, ready or not), minutes under capacity (the
+time, to the trace's resolution, when the load exceeds what the ready nodes can serve),
+direction changes (a scale-up after a scale-down or the reverse: the flapping count) and
+scaling actions. Baselines: the Kubernetes HPA (hpa.py; `instant` or `avg60` metric), the
+Nomad target-value strategy and perfect foresight. sweep.py draws the HPA cost curve;
+replay.py is the command line (`grid policy backtest`).
 """
 
 from __future__ import annotations
 
-import argparse
+import bisect
 import csv
 import math
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,15 +36,14 @@ from grid.autoscaler.engine import PoolState, collect_inputs, evaluate, next_sta
 from grid.autoscaler.hpa import HPA
 from grid.autoscaler.metrics import MemoryMetrics, uniform_partial
 from grid.autoscaler.policy import (
+    CapacityCheck,
     MetricChecks,
     PoolPolicy,
     PredictiveCheck,
     TargetValueCheck,
     ThresholdCheck,
-    load_policy_file,
 )
 from grid.autoscaler.votes import ceil_safe
-from grid.core.durations import parse_duration
 from grid.core.errors import ConfigError
 
 ALL_METRICS = ""  # the metric of a trace row with none: every metric the policy reads
@@ -106,7 +108,8 @@ class Controller(Protocol):
 
 
 class PolicyController:
-    """A policy through the production engine, with its state kept in memory."""
+    """A policy through the production engine, with its state kept in memory. A `dry_run`
+    policy is simulated as the live grid runs it: decided and recorded, never applied."""
 
     def __init__(self, policy: PoolPolicy) -> None:
         self.policy = policy
@@ -117,20 +120,26 @@ class PolicyController:
     def decide(self, now: float, current: int, source: MemoryMetrics) -> tuple[int, str]:
         inputs = collect_inputs(source, self.policy, now)
         decision = evaluate(self.policy, current, inputs, self.state, now)
-        self.state = next_state(self.state, decision, applied=decision.changed)
-        return decision.desired, decision.reason
+        applied = decision.changed and not self.policy.dry_run
+        self.state = next_state(self.state, decision, applied=applied)
+        return (decision.desired if applied else current), decision.reason
+
+
+HPA_METRICS = ("instant", "avg60")
+HPA_WINDOWS = {"instant": None, "avg60": 60.0}  # instant: the samples of the last sync period
 
 
 class HPAController:
-    """The Kubernetes HPA baseline reading the average per-node metric over `window`."""
+    """The Kubernetes HPA baseline. `metric`: `instant`, the per-sync value the documentation
+    describes (the average of the last sync period's samples), or `avg60`, a 1-minute average."""
 
-    def __init__(self, hpa: HPA, pool: str, metric: str, window: float = 60.0) -> None:
+    def __init__(self, hpa: HPA, pool: str, metric: str, variant: str = "avg60") -> None:
         self.hpa = hpa
         self.name = "hpa"
         self.interval = hpa.sync_period
         self.pool = pool
         self.metric = metric
-        self.window = window
+        self.window = HPA_WINDOWS[variant] or hpa.sync_period
 
     def decide(self, now: float, current: int, source: MemoryMetrics) -> tuple[int, str]:
         stats = source.window(self.pool, self.metric, self.window, now)
@@ -140,14 +149,43 @@ class HPAController:
         return desired, f"hpa: avg {stats.avg:.4g} target {self.hpa.target:g}"
 
 
+class NomadController:
+    """nomad-autoscaler's target-value strategy: desired = ceil(count x value / target) unless
+    |value / target - 1| <= threshold (0.01); the value is the per-node average over the
+    evaluation interval (10 s); a 5-minute cooldown after every scaling action."""
+
+    def __init__(
+        self, target: float, pool: str, metric: str, low: int, high: int,
+        interval: float = 10.0, cooldown: float = 300.0, threshold: float = 0.01,
+    ) -> None:  # fmt: skip
+        self.name = "nomad"
+        self.target, self.pool, self.metric = target, pool, metric
+        self.low, self.high = low, high
+        self.interval, self.cooldown, self.threshold = interval, cooldown, threshold
+        self.last_scaled = -math.inf
+
+    def decide(self, now: float, current: int, source: MemoryMetrics) -> tuple[int, str]:
+        if now - self.last_scaled < self.cooldown:
+            return current, "nomad: cooldown"
+        stats = source.window(self.pool, self.metric, self.interval, now)
+        if stats is None:
+            return max(current, self.low), "no metrics"
+        factor = stats.avg / self.target
+        desired = current if abs(factor - 1) <= self.threshold else ceil_safe(current * factor)
+        desired = max(self.low, min(self.high, desired))
+        if desired != current:
+            self.last_scaled = now
+        return desired, f"nomad: avg {stats.avg:.4g} target {self.target:g}"
+
+
 # ---- simulation --------------------------------------------------------------------------
 
 
 @dataclass
 class SimConfig:
-    target: float  # per-node load above which a minute counts as under target
-    metric: str  # the metric whose load decides "under target"
-    step: float = 15.0  # simulated seconds per tick
+    capacity: float  # per-node load a node can serve; above it, the time is under capacity
+    metric: str  # the metric whose load decides "under capacity"
+    step: float = 5.0  # simulated seconds per tick (the agents' sampling period)
     spin_up: float = 60.0  # seconds from scale-up to a ready node
     initial: int | None = None  # starting size (default: what the first load needs)
 
@@ -158,10 +196,11 @@ class BacktestReport:
     trace: str
     minutes: float
     node_minutes: float
-    minutes_under_target: float
+    minutes_under_capacity: float
     direction_changes: int
     scale_actions: int
     max_nodes: int
+    spin_up: float = 60.0
     actions: list[tuple[float, int, int, str]] = field(default_factory=list)
     timeline: list[tuple[float, float, int, int]] = field(default_factory=list, repr=False)
 
@@ -173,55 +212,105 @@ class BacktestReport:
 
 
 def default_sim_config(policy: PoolPolicy, **overrides: Any) -> SimConfig:
-    """Target and metric from the policy: the first target_value/predictive target, else the
-    first threshold's upper bound."""
+    """Capacity and metric from the policy: the first capacity check's `capacity`, else the
+    first target_value/predictive target, else the first threshold's upper bound."""
+    for check in policy.checks:
+        if isinstance(check, CapacityCheck):
+            return SimConfig(**{"capacity": check.capacity, "metric": check.metric, **overrides})
     for check in policy.checks:
         if isinstance(check, TargetValueCheck | PredictiveCheck):
-            return SimConfig(**{"target": check.target, "metric": check.metric, **overrides})
+            return SimConfig(**{"capacity": check.target, "metric": check.metric, **overrides})
     for check in policy.checks:
         if isinstance(check, ThresholdCheck) and check.upper is not None:
-            return SimConfig(**{"target": check.upper, "metric": check.metric, **overrides})
-    if "target" in overrides and "metric" in overrides:
+            return SimConfig(**{"capacity": check.upper, "metric": check.metric, **overrides})
+    if "capacity" in overrides and "metric" in overrides:
         return SimConfig(**overrides)
-    raise ConfigError(f"policy {policy.pool}: no target to backtest against; pass --target")
+    raise ConfigError(
+        f"policy {policy.pool}: no capacity to backtest against"
+        " (a capacity check, a target or a threshold's upper)"
+    )
+
+
+class _Load:
+    """A trace's load as a step function of time (each row holds until the next one)."""
+
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        self.times = [t for t, _ in points]
+        self.values = [v for _, v in points]
+        self.index = 0
+
+    def at(self, now: float) -> float:
+        return self.values[max(0, bisect.bisect_right(self.times, now) - 1)]
+
+    def over(self, t0: float, t1: float, limit: float) -> tuple[float, float]:
+        """(mean load over [t0, t1), seconds of it above `limit`); calls go forward in time."""
+        times, values = self.times, self.values
+        i = self.index
+        while i + 1 < len(times) and times[i + 1] <= t0:
+            i += 1
+        self.index = i
+        area = above = 0.0
+        t = t0
+        while t < t1:
+            nxt = times[i + 1] if i + 1 < len(times) and times[i + 1] < t1 else t1
+            value = values[i] if times[i] <= t else 0.0
+            area += value * (nxt - t)
+            if value > limit:
+                above += nxt - t
+            t = nxt
+            if i + 1 < len(times) and times[i + 1] <= t:
+                i += 1
+        return area / (t1 - t0), above
 
 
 def simulate(
     trace: Trace, controller: Controller, policy: PoolPolicy, config: SimConfig
 ) -> BacktestReport:
-    """Replay `trace` through `controller`, which sizes a pool bounded by the policy."""
-    metrics = sorted({c.metric for c in policy.checks if isinstance(c, MetricChecks)})
-    metrics = sorted({*metrics, config.metric})
-    loads = {m: trace.points.get(m) or trace.points.get(ALL_METRICS) or [] for m in metrics}
-    missing = [m for m, pts in loads.items() if not pts]
-    if missing:
-        raise ConfigError(f"trace {trace.name} has no values for {', '.join(missing)}")
-    cursors = {m: 0 for m in metrics}
+    """Replay `trace` through `controller`, which sizes a pool bounded by the policy.
+
+    Every tick of `step` seconds each ready node reports the mean of its share of the load
+    over that tick (an agent's sample), so an evaluation reads the average of the samples in
+    its window, as on a live grid; the time under capacity is counted from the trace itself.
+    """
+    if config.step <= 0:
+        raise ConfigError("the simulated step must be more than 0s")
+    reads = {c.metric for c in policy.checks if isinstance(c, MetricChecks)}
+    loads: dict[str, _Load] = {}
+    for metric in sorted({*reads, config.metric}):
+        points = trace.points.get(metric) or (
+            trace.points.get(ALL_METRICS) if metric == config.metric else None
+        )
+        if points:
+            loads[metric] = _Load(points)
+    if config.metric not in loads:
+        raise ConfigError(f"trace {trace.name} has no values for {config.metric}")
     source = MemoryMetrics()
     start, end, dt = trace.start, trace.end, config.step
-
-    def load_at(metric: str, now: float) -> float:
-        points, i = loads[metric], cursors[metric]
-        while i + 1 < len(points) and points[i + 1][0] <= now:
-            i += 1
-        cursors[metric] = i
-        return points[i][1]
-
-    first = load_at(config.metric, start)
-    size = config.initial or math.ceil(first / config.target)
+    main = loads[config.metric]
+    size = config.initial or ceil_safe(main.at(start) / config.capacity)
     size = max(policy.min, min(policy.max, size))
-    ready_at = [start] * size  # when each allocated node is (or was) ready
-    report = BacktestReport(controller.name, trace.name, 0.0, 0.0, 0.0, 0, 0, size)
+    ready_at = [start] * size  # when each allocated node is (or was) ready; sorted
+    report = BacktestReport(controller.name, trace.name, 0.0, 0.0, 0.0, 0, 0, size,
+                            spin_up=config.spin_up)  # fmt: skip
     last_direction = 0
-    next_eval = start
+    next_eval = start + controller.interval
     now = start
-    while now < end:
-        ready = sum(1 for t in ready_at if t <= now)
-        for metric in metrics:
-            load = load_at(metric, now)
+    while now < end - 1e-9:
+        t1 = min(now + dt, end)
+        ready = bisect.bisect_right(ready_at, now)
+        minutes = (t1 - now) / 60.0
+        for metric, load in loads.items():
+            limit = ready * config.capacity * (1 + 1e-9) if ready else 0.0
+            mean, above = load.over(now, t1, limit)
+            if metric == config.metric:
+                report.minutes_under_capacity += above / 60.0
+                report.timeline.append((now, mean, len(ready_at), ready))
             if ready:
-                source.add(policy.pool, metric, uniform_partial(now, "sim", ready, load / ready))
-        if now >= next_eval:
+                source.add(policy.pool, metric, uniform_partial(t1, "sim", ready, mean / ready))
+        report.minutes += minutes
+        report.node_minutes += len(ready_at) * minutes
+        now = t1
+        if now >= next_eval - 1e-9:
             next_eval = now + controller.interval
             desired, reason = controller.decide(now, len(ready_at), source)
             if desired != len(ready_at):
@@ -233,20 +322,11 @@ def simulate(
                 if desired > len(ready_at):
                     ready_at += [now + config.spin_up] * (desired - len(ready_at))
                 else:
-                    ready_at = sorted(ready_at)[:desired]  # newest (pending first) go
-                ready = sum(1 for t in ready_at if t <= now)
-        load = load_at(config.metric, now)
-        minutes = dt / 60.0
-        report.minutes += minutes
-        report.node_minutes += len(ready_at) * minutes
-        if load > 0 and (ready == 0 or load / ready > config.target * (1 + 1e-9)):
-            report.minutes_under_target += minutes
-        report.max_nodes = max(report.max_nodes, len(ready_at))
-        report.timeline.append((now, load, len(ready_at), ready))
-        now += dt
+                    ready_at = ready_at[:desired]  # the newest (pending first) go
+            report.max_nodes = max(report.max_nodes, len(ready_at))
     report.scale_actions = len(report.actions)
     report.node_minutes = round(report.node_minutes, 2)
-    report.minutes_under_target = round(report.minutes_under_target, 2)
+    report.minutes_under_capacity = round(report.minutes_under_capacity, 2)
     return report
 
 
@@ -256,39 +336,55 @@ def run_policy(policy: PoolPolicy, trace: Trace, config: SimConfig | None = None
 
 
 def run_hpa(
-    policy: PoolPolicy, trace: Trace, config: SimConfig | None = None, window: float = 60.0
+    policy: PoolPolicy,
+    trace: Trace,
+    config: SimConfig | None = None,
+    metric: str = "avg60",
+    utilization: float = 1.0,
 ) -> BacktestReport:
-    """The HPA baseline with the policy's min/max, the config's target and metric."""
+    """The HPA baseline with the policy's min/max, targeting `utilization` x capacity."""
     config = config or default_sim_config(policy)
-    hpa = HPA(config.target, policy.min, policy.max)
-    return simulate(trace, HPAController(hpa, policy.pool, config.metric, window), policy, config)
+    hpa = HPA(config.capacity * utilization, policy.min, policy.max)
+    controller = HPAController(hpa, policy.pool, config.metric, metric)
+    report = simulate(trace, controller, policy, config)
+    report.controller = f"hpa {metric} {utilization:.0%}"
+    return report
+
+
+def run_nomad(
+    policy: PoolPolicy, trace: Trace, config: SimConfig | None = None, utilization: float = 1.0
+) -> BacktestReport:
+    """The Nomad target-value baseline with the policy's min/max."""
+    config = config or default_sim_config(policy)
+    controller = NomadController(
+        config.capacity * utilization, policy.pool, config.metric, policy.min, policy.max
+    )
+    report = simulate(trace, controller, policy, config)
+    report.controller = f"nomad {utilization:.0%}"
+    return report
 
 
 def run_oracle(policy: PoolPolicy, trace: Trace, config: SimConfig | None = None) -> BacktestReport:
-    """Perfect foresight, for reference: ceil(load / target) nodes, ready the moment needed.
+    """Perfect foresight, for reference: ceil(load / capacity) nodes, ready the moment needed.
 
-    It is never under target and shows the least node-minutes that achieves that.
+    It is never under capacity and shows the least node-minutes that achieves that.
     """
     config = config or default_sim_config(policy)
-    report = BacktestReport("oracle", trace.name, 0.0, 0.0, 0.0, 0, 0, 0)
+    report = BacktestReport("oracle", trace.name, 0.0, 0.0, 0.0, 0, 0, 0, spin_up=0.0)
     points = trace.points.get(config.metric) or trace.points.get(ALL_METRICS) or []
-    index, last, now = 0, 0, trace.start
-    while now < trace.end:
-        while index + 1 < len(points) and points[index + 1][0] <= now:
-            index += 1
-        load = points[index][1]
-        size = max(policy.min, min(policy.max, ceil_safe(load / config.target)))
-        if last and size != last:
+    for (t, load), nxt in zip(points, [*points[1:], (trace.end, 0.0)], strict=True):
+        minutes = (nxt[0] - t) / 60.0
+        size = max(policy.min, min(policy.max, ceil_safe(load / config.capacity)))
+        if report.max_nodes and size != report.timeline[-1][2]:
             report.scale_actions += 1
-        last = size
-        report.minutes += config.step / 60
-        report.node_minutes += size * config.step / 60
-        if load > size * config.target * (1 + 1e-9):
-            report.minutes_under_target += config.step / 60  # only when max caps it
+        report.timeline.append((t, load, size, size))
+        report.minutes += minutes
+        report.node_minutes += size * minutes
+        if load > size * config.capacity * (1 + 1e-9):
+            report.minutes_under_capacity += minutes  # only when max caps it
         report.max_nodes = max(report.max_nodes, size)
-        now += config.step
     report.node_minutes = round(report.node_minutes, 2)
-    report.minutes_under_target = round(report.minutes_under_target, 2)
+    report.minutes_under_capacity = round(report.minutes_under_capacity, 2)
     return report
 
 
@@ -298,21 +394,23 @@ def run_oracle(policy: PoolPolicy, trace: Trace, config: SimConfig | None = None
 def format_table(reports: Sequence[BacktestReport]) -> str:
     """A Markdown table of the reports."""
     head = (
-        "| trace | controller | node-minutes | minutes under target | direction changes "
-        "| scaling actions | max nodes |\n|---|---|---:|---:|---:|---:|---:|"
+        "| trace | spin-up | controller | node-minutes | minutes under capacity "
+        "| direction changes | scaling actions | max nodes |\n"
+        "|---|---:|---|---:|---:|---:|---:|---:|"
     )
     rows = [
-        f"| {r.trace} | {r.controller} | {r.node_minutes:.0f} | {r.minutes_under_target:.1f} "
-        f"| {r.direction_changes} | {r.scale_actions} | {r.max_nodes} |"
+        f"| {r.trace} | {r.spin_up:.0f}s | {r.controller} | {r.node_minutes:.0f} "
+        f"| {r.minutes_under_capacity:.1f} | {r.direction_changes} | {r.scale_actions} "
+        f"| {r.max_nodes} |"
         for r in reports
     ]
     return "\n".join([head, *rows])
 
 
 def plot(
-    reports: Sequence[BacktestReport], path: str | Path, target: float, title: str = ""
+    reports: Sequence[BacktestReport], path: str | Path, capacity: float, title: str = ""
 ) -> None:
-    """Load (in nodes' worth at target) against allocated nodes, one line per controller."""
+    """Load (in nodes' worth of capacity) against allocated nodes, one line per controller."""
     import matplotlib  # noqa: PLC0415 - the optional `plot` extra, only for a PNG
 
     matplotlib.use("Agg")
@@ -322,8 +420,8 @@ def plot(
     first = reports[0].timeline
     t0 = first[0][0]
     hours = [(t - t0) / 3600 for t, *_ in first]
-    needed = [load / target for _, load, *_ in first]
-    ax.plot(hours, needed, color="0.6", lw=1, label="load / target")
+    needed = [load / capacity for _, load, *_ in first]
+    ax.plot(hours, needed, color="0.6", lw=1, label="load / capacity")
     for report in reports:
         xs = [(t - t0) / 3600 for t, *_ in report.timeline]
         nodes = [n for *_, n, _ in report.timeline]
@@ -335,40 +433,3 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("policy", help="policy file")
-    parser.add_argument("traces", nargs="+", help="trace CSV files")
-    parser.add_argument("--pool", help="pool in the policy file (default: every pool)")
-    parser.add_argument("--hpa", action="store_true", help="also run the Kubernetes HPA baseline")
-    parser.add_argument("--oracle", action="store_true", help="also show perfect foresight")
-    parser.add_argument("--step", default="15s", help="simulated tick (default 15s)")
-    parser.add_argument("--spin-up", default="60s", help="node start-up delay (default 60s)")
-    parser.add_argument("--plot", help="PNG file (one per trace: NAME-TRACE.png)")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    overrides = {"step": parse_duration(args.step), "spin_up": parse_duration(args.spin_up)}
-    reports = []
-    for policy in load_policy_file(args.policy):
-        if args.pool and policy.pool != args.pool:
-            continue
-        config = default_sim_config(policy, **overrides)
-        for trace_path in args.traces:
-            trace = load_trace(trace_path)
-            pair = [run_policy(policy, trace, config)]
-            if args.hpa:
-                pair.append(run_hpa(policy, trace, config))
-            if args.oracle:
-                pair.append(run_oracle(policy, trace, config))
-            if args.plot:
-                out = Path(args.plot)
-                shown = [r for r in pair if r.timeline]
-                plot(shown, out.with_name(f"{out.stem}-{trace.name}{out.suffix}"), config.target)
-            reports += pair
-    print(format_table(reports))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

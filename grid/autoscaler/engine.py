@@ -11,9 +11,11 @@
 4. Step limits: at most `step_limits.up`/`.down` nodes (a count or a percent of the current
    size) per evaluation. They apply to bound corrections too, so a raised min ramps.
 5. Cooldown, per direction: no scale-up sooner than `cooldown.scale_up` after the last
-   scale-up; no scale-down sooner than `cooldown.scale_down` after the last scaling of either
-   direction (a pool that just grew is not shrunk straight away), and a scale-down goes no
-   lower than the largest merged vote of the last `cooldown.scale_down` (the Kubernetes HPA's
+   scale-up, unless it is a larger step than that one (a small step - a forecast's, at the
+   onset of a surge - does not delay the larger one the measured load asks for); no
+   scale-down sooner than `cooldown.scale_down` after the last scaling of either direction
+   (a pool that just grew is not shrunk straight away), and a scale-down goes no lower than
+   the largest merged vote of the last `cooldown.scale_down` (the Kubernetes HPA's
    stabilisation window: capacity is released only once no check has wanted it for that
    long, which is what stops flapping on noisy load; an evaluation where no check voted is
    no vote). A move that brings a pool back inside its bounds ignores the cooldown.
@@ -32,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from grid.autoscaler.metrics import HISTORY_STEP, WindowStats
 from grid.autoscaler.policy import (
+    CapacityCheck,
     PoolPolicy,
     PredictiveCheck,
     ScheduleCheck,
@@ -63,6 +66,7 @@ class PoolState:
     last_down: float | None = None
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # per predictive check
     recent: list[tuple[float, int]] = field(default_factory=list)  # (time, merged vote)
+    last_up_step: int | None = None  # nodes the last scale-up added
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +79,7 @@ class PoolState:
             last_down=data.get("last_down"),
             memory=dict(data.get("memory") or {}),
             recent=[(float(t), int(n)) for t, n in data.get("recent") or []],
+            last_up_step=None if data.get("last_up_step") is None else int(data["last_up_step"]),
         )
 
 
@@ -140,17 +145,19 @@ def collect_inputs(source: MetricsSource, policy: PoolPolicy, now: float) -> dic
                 series = [p for p in histories[check.metric] if p[0] > cut - HISTORY_STEP]
                 inputs[check.name] = CheckInput(series=series)
                 continue
-            stats = source.window(
-                policy.pool, check.metric, check.window, now, check.aggregation == "p95"
-            )
+            if isinstance(check, CapacityCheck):  # the pool total over its window
+                window, aggregation = check.window or policy.evaluation_interval, "sum"
+            else:
+                window, aggregation = check.window, check.aggregation
+            stats = source.window(policy.pool, check.metric, window, now, aggregation == "p95")
         except Exception as exc:  # noqa: BLE001 - any read failure is this check's error
             inputs[check.name] = CheckInput(error=f"reading {check.metric}: {exc}")
             continue
         if stats is None:
-            window = format_duration(check.window)
-            inputs[check.name] = CheckInput(error=f"no samples of {check.metric} in {window}")
+            shown = format_duration(window)
+            inputs[check.name] = CheckInput(error=f"no samples of {check.metric} in {shown}")
         else:
-            inputs[check.name] = CheckInput(value=stats.get(check.aggregation), nodes=stats.nodes)
+            inputs[check.name] = CheckInput(value=stats.get(aggregation), nodes=stats.nodes)
     return inputs
 
 
@@ -221,7 +228,15 @@ def evaluate(
     if direction is not None:
         remaining = cooldown[f"{direction}_remaining"]
         outside = current < lo if direction == "up" else current > hi
-        if remaining > 0 and not outside:
+        # A scale-up cooldown holds back only a step no larger than the one that started it:
+        # a small (forecast) step cannot use it up against a larger measured gap.
+        larger = (
+            direction == "up"
+            and state.last_up_step is not None
+            and target - current > state.last_up_step
+        )
+        cooldown["larger_step"] = larger
+        if remaining > 0 and not outside and not larger:
             cooldown["blocked"] = True
             reason = (
                 f"hold at {current}: would scale {direction} to {target} ({why}), but "
@@ -306,10 +321,13 @@ def next_state(state: PoolState, decision: Decision, applied: bool) -> PoolState
     """The pool state after `decision`; scale times move only when the change was applied."""
     memory = {**state.memory, **decision.memory}
     recent = decision.recent if decision.recent else state.recent
-    new = PoolState(state.last_eval, state.last_up, state.last_down, memory, recent)
+    new = PoolState(
+        state.last_eval, state.last_up, state.last_down, memory, recent, state.last_up_step
+    )
     new.last_eval = decision.ts
     if applied and decision.action == "up":
         new.last_up = decision.ts
+        new.last_up_step = decision.desired - decision.current
     elif applied and decision.action == "down":
         new.last_down = decision.ts
     return new

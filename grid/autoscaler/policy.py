@@ -19,7 +19,7 @@ A policy file holds one or several pool policies under ``policies:``, keyed by p
         placement: {strategy: cost} # grid.core.placement_rules.PlacementRules
         checks:
           - name: cpu
-            strategy: threshold     # threshold | target_value | schedule | predictive
+            strategy: threshold     # threshold | target_value | schedule | predictive | capacity
             metric: cpu_percent
             aggregation: avg        # avg | max | min | sum | p95
             window: 2m
@@ -299,8 +299,29 @@ class PredictiveCheck(_Check):
         return value
 
 
+class CapacityCheck(_Check):
+    """Keep the capacity the pool total of `metric` needs: scale up fast, down carefully.
+
+    Up: within one evaluation to ceil(total / (capacity x utilization)), no tolerance band,
+    no step limit - or to what a forecast says the next `spin_up` needs, while that forecast's
+    recent error is at most `max_error`. Down: only to what the peak of the last `hold` (and
+    the forecasts' upper band over the next `spin_up`) needs. See strategies/capacity.py.
+    """
+
+    strategy: Literal["capacity"]
+    metric: MetricName
+    capacity: Annotated[float, Field(gt=0)]
+    window: PositiveDuration | None = None  # default: the pool's evaluation_interval
+    utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    spin_up: Annotated[Duration, Field(ge=0)] = 60.0
+    hold: Annotated[Duration, Field(ge=0)] = 120.0
+    trend: PositiveDuration = 300.0
+    max_error: Annotated[float, Field(gt=0)] = 0.1
+    periods: bool = True
+
+
 Check = Annotated[
-    ThresholdCheck | TargetValueCheck | ScheduleCheck | PredictiveCheck,
+    ThresholdCheck | TargetValueCheck | ScheduleCheck | PredictiveCheck | CapacityCheck,
     Field(discriminator="strategy"),
 ]
 CHECK_MODELS = get_args(get_args(Check)[0])
@@ -309,7 +330,7 @@ CHECK_MODELS = get_args(get_args(Check)[0])
 STRATEGIES: tuple[str, ...] = tuple(
     get_args(model.model_fields["strategy"].annotation)[0] for model in CHECK_MODELS
 )
-MetricChecks = (ThresholdCheck, TargetValueCheck, PredictiveCheck)
+MetricChecks = (ThresholdCheck, TargetValueCheck, PredictiveCheck, CapacityCheck)
 
 # ---- the pool policy -----------------------------------------------------------------------
 

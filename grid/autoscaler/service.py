@@ -91,7 +91,7 @@ def load_state(client: Redis, pool: str) -> PoolState:
 
 def _save(client: Redis, pool: str, state: PoolState, record: dict[str, Any], keep: int) -> None:
     fields = {name: json.dumps(getattr(state, name)) for name in _JSON_FIELDS}
-    for name in ("last_eval", "last_up", "last_down"):
+    for name in ("last_eval", "last_up", "last_down", "last_up_step"):
         value = getattr(state, name)
         if value is not None:
             fields[name] = repr(value)

@@ -202,12 +202,30 @@ def explain(ctx: Context, pool: str, count: int, as_json: bool) -> None:
 @click.option(
     "--hpa/--no-hpa", default=True, show_default=True, help="Also run the Kubernetes HPA baseline."
 )
-@click.option("--step", type=Duration(), default="15s", show_default=True, help="Simulated tick.")
 @click.option(
-    "--spin-up", type=Duration(), default="60s", show_default=True, help="Node start-up delay."
+    "--hpa-metric",
+    "hpa_metrics",
+    multiple=True,
+    type=click.Choice(["instant", "avg60"]),
+    help="HPA metric: the per-sync value or a 1-minute average (repeatable; default both).",
 )
 @click.option(
-    "--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of load against nodes."
+    "--hpa-sweep", is_flag=True, help="HPA cost curve (target 50-100 %), Grid's point, verdict."
+)
+@click.option("--nomad", is_flag=True, help="Also the Nomad target-value baseline.")
+@click.option("--oracle", is_flag=True, help="Also perfect foresight.")
+@click.option("--step", type=Duration(), default="5s", show_default=True, help="Sampling step.")
+@click.option(
+    "--spin-up",
+    "spin_ups",
+    type=Duration(),
+    multiple=True,
+    default=("60s",),
+    show_default=True,
+    help="Node start-up delay (repeatable).",
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(path_type=Path), help="PNG of each run (or sweep)."
 )
 @json_option
 def backtest(
@@ -215,44 +233,37 @@ def backtest(
     traces: tuple[Path, ...],
     pool: str | None,
     hpa: bool,
+    hpa_metrics: tuple[str, ...],
+    hpa_sweep: bool,
+    nomad: bool,
+    oracle: bool,
     step: float,
-    spin_up: float,
+    spin_ups: tuple[float, ...],
     plot_path: Path | None,
     as_json: bool,
 ) -> None:
     """Replay metric traces through a policy in simulated time.
 
-    Reports scaling actions, node-minutes, minutes under target and direction changes,
-    beside the Kubernetes HPA algorithm on the same trace.
+    Reports node-minutes, minutes under capacity, direction changes and scaling actions
+    beside the Kubernetes HPA (and Nomad) on the same trace; --hpa-sweep draws the HPA's
+    cost curve and says whether the policy beats it.
     """
-    from grid.autoscaler import backtest as bt  # noqa: PLC0415 - per command: a fast CLI start
+    from grid.autoscaler import replay  # noqa: PLC0415 - per command: a fast CLI start
 
     policies = [p for p in _load_files((file,)) if pool is None or p.pool == pool]
     if not policies:
         fail(f"no pool {pool!r} in {file}")
-    reports = []
-    for p in policies:
-        config = bt.default_sim_config(p, step=step, spin_up=spin_up)
-        for trace_path in traces:
-            trace = bt.load_trace(trace_path)
-            pair = [bt.run_policy(p, trace, config)]
-            if hpa:
-                pair.append(bt.run_hpa(p, trace, config))
-            if plot_path is not None:
-                out = (
-                    plot_path
-                    if len(policies) * len(traces) == 1
-                    else plot_path.with_name(
-                        f"{plot_path.stem}-{p.pool}-{trace_path.stem}{plot_path.suffix}"
-                    )
-                )
-                bt.plot(pair, out, config.target, title=f"{p.pool} on {trace.name}")
-                click.echo(f"plot written to {out}", err=True)
-            reports += pair
+    options = replay.Options(
+        spin_ups=spin_ups, step=step, hpa=hpa, hpa_metrics=hpa_metrics,
+        hpa_sweep=hpa_sweep, nomad=nomad, oracle=oracle, plot=plot_path,
+    )  # fmt: skip
+    results = replay.run(policies, traces, options)
+    for out in results.plots:
+        click.echo(f"plot written to {out}", err=True)
     if as_json:
-        emit_json([r.to_dict() for r in reports])
+        emit_json(results.to_json())
     else:
-        click.echo(bt.format_table(reports))
+        click.echo(results.render())
 
 
 @click.command()

@@ -18,7 +18,7 @@ NOW = 1_767_571_200.0
 def test_the_examples_exist() -> None:
     assert {f.name for f in FILES} >= {
         "cpu-threshold.yaml", "requests-target.yaml", "business-hours.yaml",
-        "predictive-costs.yaml",
+        "predictive-costs.yaml", "default.yaml",
     }  # fmt: skip
 
 
@@ -38,6 +38,7 @@ def test_example_validates(path: Path) -> None:
         ("requests-target.yaml", {"target_value"}),
         ("business-hours.yaml", {"schedule", "target_value"}),
         ("predictive-costs.yaml", {"predictive", "target_value"}),
+        ("default.yaml", {"capacity"}),
     ],
 )
 def test_example_shows_its_strategy(name: str, strategies: set[str]) -> None:
@@ -53,7 +54,7 @@ def test_example_evaluates_without_errors(path: Path) -> None:
     for policy in load_policy_file(path):
         source = MemoryMetrics()
         for i in range(120):  # ten minutes of 5-second ticks from 6 nodes
-            for metric in ("cpu_percent", "request_rate"):
+            for metric in ("cpu_percent", "request_rate", "inflight"):
                 source.add(policy.pool, metric, uniform_partial(NOW - 5 * i, "a", 6, 50.0))
         decision = evaluate(policy, 6, collect_inputs(source, policy, NOW), PoolState(), NOW)
         assert [v for v in decision.votes if v.action == "error"] == []

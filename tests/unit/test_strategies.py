@@ -355,4 +355,4 @@ def test_vote_round_trips_through_a_dict() -> None:
 
 def test_every_strategy_of_the_schema_has_a_function() -> None:
     assert set(STRATEGY_TABLE) == set(STRATEGIES)
-    assert STRATEGIES == ("threshold", "target_value", "schedule", "predictive")
+    assert STRATEGIES == ("threshold", "target_value", "schedule", "predictive", "capacity")

@@ -14,18 +14,20 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from grid.autoscaler.policy import (
+    CapacityCheck,
     PredictiveCheck,
     ScheduleCheck,
     TargetValueCheck,
     ThresholdCheck,
 )
+from grid.autoscaler.strategies.capacity import capacity
 from grid.autoscaler.strategies.predictive import predictive
 from grid.autoscaler.strategies.schedule import schedule
 from grid.autoscaler.strategies.target_value import target_value
 from grid.autoscaler.strategies.threshold import threshold
 from grid.autoscaler.votes import CheckInput, Vote
 
-StrategyCheck = ThresholdCheck | TargetValueCheck | ScheduleCheck | PredictiveCheck
+StrategyCheck = ThresholdCheck | TargetValueCheck | ScheduleCheck | PredictiveCheck | CapacityCheck
 
 
 class Strategy(Protocol):
@@ -47,6 +49,7 @@ STRATEGIES: dict[str, Strategy] = {
     "target_value": target_value,
     "schedule": schedule,
     "predictive": predictive,
+    "capacity": capacity,
 }
 
 
