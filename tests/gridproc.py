@@ -117,6 +117,10 @@ class LocalGrid:
             agent_id, ["agent", "--id", agent_id, "--max-nodes", str(max_nodes), *extra], env
         )
 
+    def start_sim(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`grid sim ARGS`: many simulated agents in one process (log in logs/NAME.log)."""
+        return self._start(name, ["sim", *args])
+
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "grid.cli.main", *args],

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from grid.core.connection import Clients, Role, broker_url, connect, role_url
-from grid.core.durations import parse_duration
+from grid.core.durations import parse_duration, parse_rate
 from grid.core.errors import ConfigError, GridError, NotFoundError
 from grid.core.events import EventLog
 from grid.core.rtypes import Redis
@@ -142,6 +142,22 @@ class Duration(click.ParamType[float, Any]):
             return float(value)
         try:
             return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Rate(click.ParamType[float, Any]):
+    """Events per second, written ``2/s``, ``30/min``, ``100/h`` or a bare number per second."""
+
+    name = "rate"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_rate(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -222,14 +222,17 @@ class _SentinelConnection(SentinelManagedConnection):
         return super()._connect()  # type: ignore[misc]  # types-redis lacks this private method
 
 
-def redis_client(url: str, retries: int = 3) -> Redis:
+def redis_client(url: str, retries: int = 3, max_connections: int | None = None) -> Redis:
     """A client for a plain or Sentinel URL.
 
     On Sentinel it is redis-py's `master_for` client: every new connection asks the
     sentinels where the master is, and a connection to a demoted master (READONLY) is
     dropped, so after a failover the next retry lands on the promoted replica. On Redis
     Cluster it is redis-py's `RedisCluster`, which has the same command interface (so it
-    is typed as `Redis`): Grid's scripts and transactions each stay in one slot."""
+    is typed as `Redis`): Grid's scripts and transactions each stay in one slot.
+
+    With `max_connections` (plain URLs), threads beyond it wait for a free connection (up
+    to a minute) instead of failing: for processes with many threads (`grid sim`)."""
     options = _client_options(retries)
     if is_cluster(url):
         scheme, rest = url.split("://", 1)
@@ -239,6 +242,12 @@ def redis_client(url: str, retries: int = 3) -> Redis:
             plain, socket_timeout=options["socket_timeout"], **cluster_options
         )
         return cast(Redis, cluster)
+    if not is_sentinel(url) and max_connections is not None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=60, **options
+        )
+        bounded: Redis = redis.Redis(connection_pool=pool, decode_responses=True)
+        return bounded
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)

@@ -49,3 +49,31 @@ def format_duration(seconds: float) -> str:
     if rest:
         out.append(f"{rest:g}s")
     return "".join(out)
+
+
+_RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?(ms|s|m|min|h|d)")
+
+
+def parse_rate(value: str | float | int) -> float:
+    """Events per second in ``3/s``, ``30/min``, ``2/5m``, ``100/h`` or a bare number per
+    second; ValueError if bad."""
+    if isinstance(value, bool):
+        raise ValueError("must be a rate like 2/s or 30/min")
+    if isinstance(value, int | float):
+        rate = float(value)
+    else:
+        text = value.strip().lower()
+        try:
+            rate = float(text)
+        except ValueError:
+            match = _RATE_RE.fullmatch(text)
+            if match is None:
+                raise ValueError(f"bad rate {value!r}: use e.g. 2/s, 30/min, 100/h") from None
+            count, span, unit = match.groups()
+            seconds = float(span or 1) * _UNITS["m" if unit == "min" else unit]
+            if seconds <= 0:
+                raise ValueError(f"bad rate {value!r}: the time span must be > 0") from None
+            rate = float(count) / seconds
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"bad rate {value!r}: must be >= 0")
+    return rate

@@ -16,6 +16,7 @@ _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "docker": ("grid.platforms.docker", "DockerPlatform", "docker"),
     "kubernetes": ("grid.platforms.kubernetes", "KubernetesPlatform", "kubernetes"),
     "systemd": ("grid.platforms.systemd", "SystemdPlatform", None),
+    "sim": ("grid.platforms.sim", "SimPlatform", None),  # simulated nodes (grid sim)
 }
 
 PLATFORM_NAMES = tuple(_REGISTRY)

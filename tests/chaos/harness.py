@@ -195,7 +195,10 @@ class ChaosGrid(LocalGrid):
 # ---- the invariants ---------------------------------------------------------------------
 
 
-def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None) -> list[str]:
+def state_violations(
+    grid: ChaosGrid, desired: dict[str, int] | None = None
+) -> tuple[list[str], list[NodeRecord]]:
+    """The checks on what Redis holds (desired sizes, pools, indexes), and the records read."""
     desired = grid.expected if desired is None else desired
     problems: list[str] = []
     stored = grid.state.desired()
@@ -209,6 +212,13 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
         if len(running) != want or len(mine) != want:
             statuses = sorted(n.status for n in mine)
             problems.append(f"pool {pool}: {len(running)} running of {want} desired ({statuses})")
+    problems += [f"index: {problem}" for problem in grid.state.check_index()]
+    return problems, nodes
+
+
+def process_violations(grid: ChaosGrid, nodes: list[NodeRecord]) -> list[str]:
+    """The checks on node processes: one per running record, none twice, none unowned."""
+    problems: list[str] = []
     procs = grid.node_procs()
     for node_id, group in procs.items():
         if len(group) > 1:
@@ -223,8 +233,15 @@ def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None)
     for n in nodes:
         if n.status == "running" and n.pid not in live:
             problems.append(f"record {n.node_id} says running as pid {n.pid}, no such node process")
-    problems += [f"index: {problem}" for problem in grid.state.check_index()]
     return problems
+
+
+def invariant_violations(grid: ChaosGrid, desired: dict[str, int] | None = None) -> list[str]:
+    problems, nodes = state_violations(grid, desired)
+    return problems + process_violations(grid, nodes)
+
+
+Violations = Callable[[ChaosGrid, "dict[str, int] | None"], list[str]]
 
 
 def assert_all_alive(grid: ChaosGrid) -> None:
@@ -234,14 +251,18 @@ def assert_all_alive(grid: ChaosGrid) -> None:
 
 
 def assert_invariants(
-    grid: ChaosGrid, desired: dict[str, int] | None = None, timeout: float = 30
+    grid: ChaosGrid,
+    desired: dict[str, int] | None = None,
+    timeout: float = 30,
+    violations: Violations = invariant_violations,
 ) -> None:
-    """Wait (with a deadline) until the fleet invariants hold; fail listing what does not."""
+    """Wait (with a deadline) until the fleet invariants hold; fail listing what does not.
+    `violations` is the set of checks (`sim_violations` for simulated nodes)."""
     deadline = time.monotonic() + timeout
     problems: list[str] = ["not checked"]
     while problems:
         try:
-            problems = invariant_violations(grid, desired)
+            problems = violations(grid, desired)
         except redis.RedisError as exc:
             problems = [f"redis: {exc}"]
         if not problems:

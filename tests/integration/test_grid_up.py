@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -339,4 +340,24 @@ def test_killed_master_is_restarted_and_leads_again(grid_up: Callable[..., GridU
     assert view.cli("scale", "--nodes", "2").returncode == 0
     _settled(view, 2)
 
+    up.interrupt()
+
+
+def test_simulated_agents_join_a_grid_up_with_no_agents(grid_up: Callable[..., GridUp]) -> None:
+    """`grid up --agents 0` is a master and Redis only; `grid sim` joins from another
+    terminal and runs what `grid scale` asks for; both stop cleanly."""
+    up = grid_up("--agents", "0")
+    view = up.wait_up()
+    assert view.state.agents() == []
+    view.start_sim("sim", "--agents", "20", "--nodes-per-agent", "3")
+    try:
+        view.wait_agents(*(f"sim-{i:05d}" for i in range(1, 21)), timeout=60)
+        scaled = view.cli("scale", "--nodes", "40", "--timeout", "60s")
+        assert scaled.returncode == 0, scaled.stderr
+        running = view.running()
+        assert len(running) == 40 and {n.platform for n in running} == {"sim"}
+        assert max(Counter(n.agent_id for n in running).values()) <= 3
+    finally:
+        assert view.stop("sim", timeout=60) == 0, view.log("sim")[-2000:]
+    assert view.state.agents() == [], "every simulated agent unregistered"
     up.interrupt()

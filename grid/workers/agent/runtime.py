@@ -160,14 +160,20 @@ class AgentRuntime:
 
     # ---- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Claim the id (ConflictError if a live agent holds it), register, adopt, watch."""
+    def start(self, background: bool = True) -> None:
+        """Claim the id (ConflictError if a live agent holds it), register, adopt, watch.
+
+        `background=False` starts no heartbeat or sampler thread: the caller calls
+        `heartbeat()` (the simulator drives thousands of agents from one scheduler).
+        """
         self.state.claim_agent_id(self.agent_id, self.token, ttl=self.settings.offline_after)
         started = time.perf_counter()
         self.register()
         self.registration_ms = (time.perf_counter() - started) * 1000
         self.adopt()
         self.platform.watch(self.watched_ids, self._on_exit)
+        if not background:
+            return
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="agent-heartbeat", daemon=True
         )

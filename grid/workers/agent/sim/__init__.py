@@ -1,0 +1,1 @@
+"""`grid sim`: many simulated agents in one process (engine, heartbeat scheduler, consumers)."""
