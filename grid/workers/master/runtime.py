@@ -25,7 +25,14 @@ from grid.core.celery_app import app
 from grid.core.connection import Clients
 from grid.core.events import EventLog, EventType
 from grid.core.settings import Settings
-from grid.core.state import AgentStatus, GridState, NodeCensus, owner_token
+from grid.core.state import (
+    AgentRecord,
+    AgentStatus,
+    GridState,
+    NodeCensus,
+    NodeRecord,
+    owner_token,
+)
 from grid.core.tasknames import TaskName
 from grid.workers.master.autoscaling import placement_rules, run_autoscaler
 from grid.workers.master.monitor import check_agents, update_cluster_state
@@ -57,6 +64,13 @@ class CeleryDispatcher:
 
     def stop(self, agent_id: str, node_ids: Sequence[str]) -> None:
         self._send(TaskName.STOP_NODES, agent_id, node_ids)
+
+    @staticmethod
+    def reconcile(reason: str) -> None:
+        """Ask the leader (this master's other worker threads) for a reconcile pass."""
+        app.send_task(
+            TaskName.RECONCILE, args=[reason], queue=naming.MASTER_QUEUE, ignore_result=True
+        )
 
     @staticmethod
     def _send(task: str, agent_id: str, node_ids: Sequence[str]) -> None:
@@ -93,6 +107,9 @@ class MasterRuntime:
         self._election_thread: threading.Thread | None = None
         self.web_url = ""
         self._reconcile_lock = threading.RLock()
+        self._health_lock = threading.Lock()
+        self._view_lock = threading.Lock()  # reconcile and health passes share the view
+        self._census: tuple[int, NodeCensus] = (-1, NodeCensus())
         self.view = FleetView(self.state, settings.view_resync_interval)
         self._last_plan: tuple[Any, ...] | None = None  # inputs of the last empty plan
         self._plan_deadline = 0.0  # when time alone may change that plan (timeouts, backoff)
@@ -149,7 +166,8 @@ class MasterRuntime:
         log.info("elected leader", extra={"master_id": self.master_id})
         self.consumer.call_soon(self._sync_subscription)
         self._start_beat()
-        self.view.resync()
+        with self._view_lock:
+            self.view.resync()
         # act now rather than when the consumer has subscribed (a Celery loop turn later)
         self.reconcile("leader elected")
 
@@ -228,19 +246,18 @@ class MasterRuntime:
     def _reconcile(self, reason: str) -> dict[str, Any]:
         if not self._leading():
             return {"skipped": "not the leader"}
-        self.view.refresh()
+        version, agents, nodes = self._view_snapshot()
         desired = self.state.desired()
         rules = self._placement_rules()
         pool_state = self.state.pool_status()
-        inputs = (self.view.version, desired, rules, pool_state)
+        inputs = (version, desired, rules, pool_state)
         now = time.time()
         if inputs == self._last_plan and now < self._plan_deadline:
             return {"changed": False}  # nothing read has changed and no timer is due
-        nodes = self.view.node_list()
         result = plan(
             desired,
             nodes,
-            self.view.agent_list(),
+            agents,
             rules,
             now=now,
             spawn_timeout=self.settings.spawn_timeout,
@@ -257,16 +274,30 @@ class MasterRuntime:
         return summary
 
     def health_tick(self) -> dict[str, Any]:
+        """Agent transitions and the cluster's state. One pass at a time (a tick that finds
+        one running is skipped); replacing an offline agent's nodes is asked of a reconcile
+        task, so a long reconcile never delays the next health pass, nor the reverse."""
         if not self._leading():
             return {"skipped": "not the leader"}
-        changes = check_agents(self.state, self.events, self.settings, time.time())
-        if any(c.after == AgentStatus.OFFLINE for c in changes):
-            self.reconcile("agent offline")
-        with self._reconcile_lock:  # the view is shared with reconcile
+        if not self._health_lock.acquire(blocking=False):
+            return {"skipped": "a health pass is running"}
+        try:
+            changes = check_agents(self.state, self.events, self.settings, time.time())
+            if any(c.after == AgentStatus.OFFLINE for c in changes):
+                self.dispatcher.reconcile("agent offline")
+            version, agents, nodes = self._view_snapshot()
+            if version != self._census[0]:  # the census is O(nodes): only when records changed
+                self._census = (version, NodeCensus.of(nodes))
+            cluster = update_cluster_state(self.state, self.events, agents, self._census[1])
+            return {"transitions": len(changes), "cluster": cluster}
+        finally:
+            self._health_lock.release()
+
+    def _view_snapshot(self) -> tuple[int, list[AgentRecord], list[NodeRecord]]:
+        """The view brought up to date, as (version, agents, nodes) lists the caller owns."""
+        with self._view_lock:
             self.view.refresh()
-            agents, nodes = self.view.agent_list(), self.view.node_list()
-        cluster = update_cluster_state(self.state, self.events, agents, NodeCensus.of(nodes))
-        return {"transitions": len(changes), "cluster": cluster}
+            return self.view.version, self.view.agent_list(), self.view.node_list()
 
     def autoscale_tick(self) -> dict[str, Any]:
         if not self._leading():
