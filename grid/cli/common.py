@@ -132,8 +132,11 @@ def known_agent(state: GridState, agent_id: str) -> AgentRecord:
     return rec
 
 
-class Duration(click.ParamType[float, Any]):
-    name = "duration"
+class _ParsedFloat(click.ParamType[float, Any]):
+    """A number written with a unit (`parse` turns the text into the float), or a number."""
+
+    def __init__(self, parse: Callable[[str], float]) -> None:
+        self.parse = parse
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -141,25 +144,27 @@ class Duration(click.ParamType[float, Any]):
         if isinstance(value, (int, float)):
             return float(value)
         try:
-            return parse_duration(str(value))
+            return self.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class Rate(click.ParamType[float, Any]):
+class Duration(_ParsedFloat):
+    """Seconds, written ``30s``, ``10m``, ``1h``, ``7d`` or a bare number of seconds."""
+
+    name = "duration"
+
+    def __init__(self) -> None:
+        super().__init__(parse_duration)
+
+
+class Rate(_ParsedFloat):
     """Events per second, written ``2/s``, ``30/min``, ``100/h`` or a bare number per second."""
 
     name = "rate"
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_rate(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    def __init__(self) -> None:
+        super().__init__(parse_rate)
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
