@@ -143,8 +143,8 @@ def master(ctx: Context, master_id: str | None) -> None:
             ctx.broker_url,
             naming.master_worker_name(runtime.master_id, socket.gethostname()),
             [naming.master_private_queue(runtime.master_id)],
-            pool="threads",  # health, reconcile and autoscale ticks never wait for each other
-            concurrency=settings.master_concurrency,
+            pool="solo",
+            concurrency=1,
             loglevel="WARNING",
             consumer_steps=(LeadershipStep,),
         )

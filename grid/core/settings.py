@@ -69,9 +69,6 @@ class Settings(BaseSettings):
     stop_grace: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL, seconds")
     max_pool_size: int = Field(100_000, ge=1, description="largest desired size of one pool")
     agent_concurrency: int = Field(8, ge=1, le=64, description="agent task threads")
-    master_concurrency: int = Field(
-        4, ge=2, le=32, description="master task threads (health, reconcile, autoscale)"
-    )
 
     restart_backoff_base: float = Field(1.0, gt=0, description="first restart delay, seconds")
     restart_backoff_max: float = Field(30.0, gt=0, description="cap on the restart delay")
