@@ -425,9 +425,13 @@ def validate_policy_text(text: str, source: str | None = None) -> list[PoolPolic
 def load_policy_file(path: str | Path) -> list[PoolPolicy]:
     """Read and validate one policy file; PolicyError lists every problem, prefixed by the file."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return validate_policy_text(text, source=str(path))
 
 
@@ -529,10 +533,18 @@ def _one_line(text: str) -> str:
 
 
 def _loader(duplicates: list[str]) -> type[yaml.SafeLoader]:
-    """A SafeLoader that records duplicate mapping keys (PyYAML silently keeps the last)."""
+    """A SafeLoader that records duplicate mapping keys (PyYAML silently keeps the last) and
+    refuses aliases: a policy needs none, and nested aliases expand exponentially (a few
+    lines of `*a` can stand for 10^7 elements: seconds and hundreds of MB to convert)."""
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed in a policy", mark
+                )
+            return super().compose_node(parent, index)
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
         seen: set[Any] = set()

@@ -20,9 +20,16 @@ from grid.core.durations import format_duration, parse_duration
 from grid.core.errors import PolicyError
 
 
+class WrittenOut(yaml.SafeDumper):
+    """Writes a repeated object out again rather than as an alias (policies refuse aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def problems_of(body: dict[str, Any], pool: str = "web") -> list[str]:
     with pytest.raises(PolicyError) as info:
-        validate_policy_text(yaml.safe_dump({"policies": {pool: body}}))
+        validate_policy_text(yaml.dump({"policies": {pool: body}}, Dumper=WrittenOut))
     return info.value.problems
 
 
@@ -263,3 +270,21 @@ def test_json_and_yaml_round_trips() -> None:
     assert '"scale_down":"5m"' in policy.to_json()
     [again] = validate_policy_text(policy.to_yaml())
     assert again == policy
+
+
+def test_a_yaml_alias_bomb_is_refused_at_its_first_alias() -> None:
+    """Nine levels of nine aliases would expand to 10^8 elements; refused before expanding."""
+    lines = ['a0: &a0 ["x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = "\n".join(lines) + "\npolicies: {web: {checks: *a9}}\n"
+    with pytest.raises(PolicyError) as caught:
+        validate_policy_text(bomb)
+    assert "aliases (*name) are not allowed in a policy" in str(caught.value)
+
+
+def test_a_policy_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("policies:\n  caf\xe9: {}\n".encode("latin-1"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(path)
+    assert str(caught.value).strip() == f"{path}: not UTF-8 text (byte 15)"  # the é
