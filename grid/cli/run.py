@@ -26,6 +26,10 @@ from grid.core.state import AgentStatus, GridState
 from grid.core.tasknames import TaskName
 from grid.platforms import PLATFORM_NAMES, create_platform, parse_config
 
+# The master's worker threads: one each for the health, reconcile and autoscale ticks and one
+# for on-demand tasks, so no pass queues behind another.
+MASTER_WORKER_THREADS = 4
+
 
 def _parse_labels(values: tuple[str, ...]) -> dict[str, str]:
     labels = {}
@@ -143,8 +147,10 @@ def master(ctx: Context, master_id: str | None) -> None:
             ctx.broker_url,
             naming.master_worker_name(runtime.master_id, socket.gethostname()),
             [naming.master_private_queue(runtime.master_id)],
-            pool="solo",
-            concurrency=1,
+            # a thread per pass: health, reconcile, autoscale and on-demand tasks never wait
+            # behind each other (each pass guards itself: see MasterRuntime)
+            pool="threads",
+            concurrency=MASTER_WORKER_THREADS,
             loglevel="WARNING",
             consumer_steps=(LeadershipStep,),
         )

@@ -479,8 +479,16 @@ def test_default_policy_follows_a_step_within_one_evaluation_and_a_sawtooth_with
         cli_ok(grid, "policy", "apply", str(policy_path))
         grid._start("load-base", ["load", "--pool", POOL, "--rps", "30", "--duration", "25s"])
         wait_for(lambda: (rate_seen(store) or 0) > 20, 20, what="the base load in the metrics")
-        time.sleep(3)  # wait_for cannot express "for a while"; only the base load runs here
-        assert recorder.sizes_seen[-1][1] == 1  # 30 rps: one node at 36 per node is enough
+        base_seen = time.time()
+
+        def base_decisions() -> list[dict[str, Any]]:  # three evaluations of the base load
+            made = [d for d in stored_decisions(grid) if d["ts"] > base_seen]
+            return made if len(made) >= 3 else []
+
+        held = wait_for(base_decisions, 20, interval=0.1, what="three evaluations of the base")
+        # 30 rps: one node at 36 per node is enough, evaluation after evaluation
+        assert [(d["action"], d["desired"]) for d in held] == [("hold", 1)] * len(held), held
+        assert recorder.sizes_seen[-1][1] == 1
         grid._start("load-step", ["load", "--pool", POOL, "--rps", "120", "--duration", "15s"])
 
         def step_visible() -> float:  # the first time the rate the policy reads shows the step
@@ -530,4 +538,7 @@ def test_default_policy_follows_a_step_within_one_evaluation_and_a_sawtooth_with
         f"sawtooth: {live_changes} direction changes live, {predicted.direction_changes} in the"
         f" backtest; the step's first scale-out {first_up['ts'] - visible:.2f} s after it showed"
     )
-    assert live_changes <= predicted.direction_changes, (live_changes, predicted.actions)
+    live_moves = [(round(d["ts"] - saw_start, 1), d["current"], d["desired"], d["reason"])
+                  for d in history if d["applied"]]  # fmt: skip
+    predicted_moves = [(round(t - saw_start, 1), a, b) for t, a, b, _ in predicted.actions]
+    assert live_changes <= predicted.direction_changes, (live_moves, predicted_moves)

@@ -106,8 +106,10 @@ class MasterRuntime:
         self._beat_thread: threading.Thread | None = None
         self._election_thread: threading.Thread | None = None
         self.web_url = ""
-        self._reconcile_lock = threading.RLock()
+        self._reconcile_lock = threading.Lock()
+        self._reconcile_wanted = threading.Event()
         self._health_lock = threading.Lock()
+        self._autoscale_lock = threading.Lock()
         self._view_lock = threading.Lock()  # reconcile and health passes share the view
         self._census: tuple[int, NodeCensus] = (-1, NodeCensus())
         self.view = FleetView(self.state, settings.view_resync_interval)
@@ -238,10 +240,23 @@ class MasterRuntime:
         return self.is_leader and self.state.lease_holder(naming.leader_key()) == self.token
 
     def reconcile(self, reason: str = "") -> dict[str, Any]:
-        """Diff desired against actual and act. Serialised: the election thread and the
-        worker's tasks may both call it."""
-        with self._reconcile_lock:
-            return self._reconcile(reason)
+        """Diff desired against actual and act; one pass at a time.
+
+        A call that finds a pass running leaves its request to that pass, which runs once
+        more when it ends (so whatever was written before the call is acted on), and returns
+        at once: requests coalesce and a worker thread never waits behind another pass."""
+        self._reconcile_wanted.set()
+        summary: dict[str, Any] = {"queued": reason}
+        while self._reconcile_wanted.is_set():
+            if not self._reconcile_lock.acquire(blocking=False):
+                return summary  # the running pass sees the request when it ends
+            try:
+                while self._reconcile_wanted.is_set():
+                    self._reconcile_wanted.clear()
+                    summary = self._reconcile(reason)
+            finally:
+                self._reconcile_lock.release()
+        return summary
 
     def _reconcile(self, reason: str) -> dict[str, Any]:
         if not self._leading():
@@ -300,9 +315,16 @@ class MasterRuntime:
             return self.view.version, self.view.agent_list(), self.view.node_list()
 
     def autoscale_tick(self) -> dict[str, Any]:
+        """Evaluate the due policies. One pass at a time, like the health pass: a tick that
+        finds one running is skipped (the next tick evaluates what is due then)."""
         if not self._leading():
             return {"skipped": "not the leader"}
-        return run_autoscaler(self.state, self.events, self.settings, self.reconcile)
+        if not self._autoscale_lock.acquire(blocking=False):
+            return {"skipped": "an autoscale pass is running"}
+        try:
+            return run_autoscaler(self.state, self.events, self.settings, self.reconcile)
+        finally:
+            self._autoscale_lock.release()
 
     def _placement_rules(self) -> dict[str, Any]:
         return placement_rules(self.state.r)
@@ -321,12 +343,13 @@ def leader_pages(state: GridState, master_id: str | None = None) -> str | None:
 
 
 class LeadershipStep(bootsteps.StartStopStep):
-    """Consumer bootstep: hands the consumer to the runtime so it can (un)subscribe."""
+    """Consumer bootstep: hands the consumer to the runtime so it can (un)subscribe.
+
+    It does not shut the runtime down with the consumer: a worker that died of a broker
+    outage is started again in the same process (`run_worker`) and the runtime, its election
+    thread included, must live on; `grid master` shuts it down when the worker has ended."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, parent: Any) -> None:
         current_master().start(parent)
-
-    def shutdown(self, parent: Any) -> None:
-        current_master().shutdown()
