@@ -239,17 +239,33 @@ class NodeCensus:
     by_pool_status: Counter[tuple[str, str]] = field(default_factory=Counter)
     by_agent: Counter[str] = field(default_factory=Counter)
 
-    def add(self, agent_id: str, pool: str, status: str) -> None:
-        self.by_pool_status[(pool, status)] += 1
+    def add(self, agent_id: str, pool: str, status: str, count: int = 1) -> None:
+        """Count a node in (or, with a negative `count`, out); a count that reaches zero
+        goes, so a census kept up to date equals one taken afresh."""
+        _bump(self.by_pool_status, (pool, status), count)
         if status != NodeStatus.LOST.value:
-            self.by_agent[agent_id] += 1
+            _bump(self.by_agent, agent_id, count)
+
+    def add_node(self, node: NodeRecord, count: int = 1) -> None:
+        self.add(node.agent_id, node.pool, node.status.value, count)
+
+    def copy(self) -> NodeCensus:
+        return NodeCensus(Counter(self.by_pool_status), Counter(self.by_agent))
 
     @classmethod
     def of(cls, nodes: Iterable[NodeRecord]) -> NodeCensus:
         census = cls()
         for node in nodes:
-            census.add(node.agent_id, node.pool, node.status.value)
+            census.add_node(node)
         return census
+
+
+def _bump(counter: Counter[Any], key: Any, count: int) -> None:
+    total = counter[key] + count
+    if total > 0:
+        counter[key] = total
+    else:
+        counter.pop(key, None)
 
 
 class GridState:

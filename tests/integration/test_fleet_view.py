@@ -10,7 +10,14 @@ import redis
 
 from grid.core import naming
 from grid.core.connection import redis_client
-from grid.core.state import AgentRecord, AgentStatus, GridState, NodeRecord, NodeStatus
+from grid.core.state import (
+    AgentRecord,
+    AgentStatus,
+    GridState,
+    NodeCensus,
+    NodeRecord,
+    NodeStatus,
+)
 from grid.workers.master.view import FleetView
 
 
@@ -23,7 +30,13 @@ def status_of(view: FleetView, node_id: str) -> NodeStatus:
 
 
 def matches_redis(view: FleetView, state: GridState) -> bool:
-    return view.node_list() == state.nodes() and view.agent_list() == state.agents()
+    """Records and the census kept beside them, against a fresh read of Redis."""
+    nodes = state.nodes()
+    return (
+        view.node_list() == nodes
+        and view.agent_list() == state.agents()
+        and view.census == NodeCensus.of(nodes)
+    )
 
 
 def test_the_view_applies_only_what_changed(redis_url: str) -> None:
@@ -46,6 +59,11 @@ def test_the_view_applies_only_what_changed(redis_url: str) -> None:
     assert matches_redis(view, state)
     assert view.nodes["n1"].status == NodeStatus.RUNNING and "n2" not in view.nodes
     assert view.agents["a1"].status == AgentStatus.DEGRADED
+
+    state.update_node("a1", "n1", status=NodeStatus.LOST)  # lost: counted by pool, not agent
+    assert view.refresh() and matches_redis(view, state)
+    assert view.census.by_agent.get("a1", 0) == 0
+    assert view.census.by_pool_status[(naming.DEFAULT_POOL, NodeStatus.LOST.value)] == 1
 
     state.unregister_agent("a2", "no-token")
     state.delete_node("a2", "n3")

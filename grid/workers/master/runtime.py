@@ -29,7 +29,6 @@ from grid.core.state import (
     AgentRecord,
     AgentStatus,
     GridState,
-    NodeCensus,
     NodeRecord,
     owner_token,
 )
@@ -111,7 +110,6 @@ class MasterRuntime:
         self._health_lock = threading.Lock()
         self._autoscale_lock = threading.Lock()
         self._view_lock = threading.Lock()  # reconcile and health passes share the view
-        self._census: tuple[int, NodeCensus] = (-1, NodeCensus())
         self.view = FleetView(self.state, settings.view_resync_interval)
         self._last_plan: tuple[Any, ...] | None = None  # inputs of the last empty plan
         self._plan_deadline = 0.0  # when time alone may change that plan (timeouts, backoff)
@@ -300,10 +298,10 @@ class MasterRuntime:
             changes = check_agents(self.state, self.events, self.settings, time.time())
             if any(c.after == AgentStatus.OFFLINE for c in changes):
                 self.dispatcher.reconcile("agent offline")
-            version, agents, nodes = self._view_snapshot()
-            if version != self._census[0]:  # the census is O(nodes): only when records changed
-                self._census = (version, NodeCensus.of(nodes))
-            cluster = update_cluster_state(self.state, self.events, agents, self._census[1])
+            with self._view_lock:  # the view keeps its census as records change: O(agents)
+                self.view.refresh()
+                agents, census = self.view.agent_list(), self.view.census.copy()
+            cluster = update_cluster_state(self.state, self.events, agents, census)
             return {"transitions": len(changes), "cluster": cluster}
         finally:
             self._health_lock.release()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from grid.core.state import AgentRecord, ChangeBatch, GridState, NodeRecord
+from grid.core.state import AgentRecord, ChangeBatch, GridState, NodeCensus, NodeRecord
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class FleetView:
         self.resync_interval = resync_interval
         self.agents: dict[str, AgentRecord] = {}
         self.nodes: dict[str, NodeRecord] = {}
+        self.census = NodeCensus()  # of `nodes`, kept as they change: the health pass's counts
         self.version = 0  # bumped whenever a refresh changed anything
         self._cursor: str | None = None  # last change-stream id applied
         self._synced_at = 0.0
@@ -50,6 +51,8 @@ class FleetView:
         nodes = {n.node_id: n for n in self.state.nodes()}
         changed = agents != self.agents or nodes != self.nodes
         self.agents, self.nodes = agents, nodes
+        if changed:
+            self.census = NodeCensus.of(nodes.values())
         self._cursor = cursor
         self._synced_at = time.monotonic() if now is None else now
         if changed:
@@ -65,11 +68,13 @@ class FleetView:
             else:
                 self.agents[agent_id] = record
         for node_id in batch.nodes:
+            before = self.nodes.pop(node_id, None)
+            if before is not None:
+                self.census.add_node(before, -1)
             node = nodes.get(node_id)
-            if node is None:
-                self.nodes.pop(node_id, None)
-            else:
+            if node is not None:
                 self.nodes[node_id] = node
+                self.census.add_node(node)
         self._cursor = batch.cursor
         self.version += 1
 
