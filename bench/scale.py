@@ -306,9 +306,12 @@ class TimedDispatcher(CeleryDispatcher):
         self.seconds = 0.0
         self.messages = 0
 
-    def spawn(self, agent_id: str, node_ids: Sequence[str]) -> None:
-        self.seconds += timed(lambda: super(TimedDispatcher, self).spawn(agent_id, node_ids))
-        self.messages += 1
+    def dispatch(
+        self, spawns: Mapping[str, Sequence[str]], stops: Mapping[str, Sequence[str]]
+    ) -> None:
+        send = super().dispatch
+        self.seconds += timed(lambda: send(spawns, stops))
+        self.messages += sum(1 for ids in (*spawns.values(), *stops.values()) if ids)
 
 
 def bench_dispatch(

@@ -33,9 +33,10 @@ _OCCUPYING = {
 
 
 class Dispatcher(Protocol):
-    def spawn(self, agent_id: str, node_ids: Sequence[str]) -> None: ...
-
-    def stop(self, agent_id: str, node_ids: Sequence[str]) -> None: ...
+    def dispatch(
+        self, spawns: Mapping[str, Sequence[str]], stops: Mapping[str, Sequence[str]]
+    ) -> None:
+        """Send each agent its spawns and its stops (node ids by agent id)."""
 
 
 @dataclass
@@ -308,10 +309,7 @@ def apply_plan(
             )
     pipe.execute()
     epipe.execute()
-    for agent_id, ids in spawns.items():
-        dispatcher.spawn(agent_id, ids)
-    for agent_id, ids in stops.items():
-        dispatcher.stop(agent_id, ids)
+    dispatcher.dispatch(spawns, stops)
     return {
         "spawned": sum(len(v) for v in spawns.values()),
         "stopped": sum(len(v) for v in stops.values()),
