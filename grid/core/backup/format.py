@@ -82,7 +82,8 @@ def dec(value: object) -> bytes:
 
 @dataclass
 class Piece:
-    """One line: some items of one key; `end` on the key's last line."""
+    """One line: some items of one key; `end` on the key's last line. Items are encoded
+    (`enc`) when written, and decoded to bytes by `parse_piece`."""
 
     key: bytes
     role: str

@@ -3,9 +3,12 @@
 The beat sends `grid.backup_tick` every `min(GRID_BACKUP_INTERVAL, 60 s)`; a tick starts a
 backup when the newest scheduled backup in the folder is older than the interval (so a
 master that restarts or a new leader on the same host keeps the cadence, rather than
-starting the interval over). The backup runs on a thread of its own, never on one of the
-worker's threads, so the health, reconcile and autoscale passes never wait behind it; a tick
-that finds one running is skipped. Afterwards all but the GRID_BACKUP_KEEP newest scheduled
+starting the interval over), or, in a folder with none, once this master has led for one
+interval (a grid that runs for minutes, a test or a benchmark, never takes one by default).
+
+The backup runs on a thread of its own, never on one of the worker's threads, so the
+health, reconcile and autoscale passes never wait behind it; a tick that finds one running
+is skipped. Afterwards all but the GRID_BACKUP_KEEP newest scheduled
 backups are deleted and a `backup_created` (or `backup_failed`) event is written.
 """
 
@@ -40,11 +43,15 @@ class ScheduledBackups:
         self.folder = backup_dir(settings)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.leading_since = time.time()
+
+    def elected(self) -> None:
+        self.leading_since = time.time()
 
     def due(self, now: float | None = None) -> bool:
-        last = newest_time(self.folder)
+        last = newest_time(self.folder) or self.leading_since
         now = time.time() if now is None else now
-        return last is None or now - last >= self.settings.backup_interval - 0.05
+        return now - last >= self.settings.backup_interval - 0.05
 
     def tick(self) -> dict[str, Any]:
         """Start a backup on its own thread when one is due and none is running."""

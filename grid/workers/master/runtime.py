@@ -195,6 +195,7 @@ class MasterRuntime:
             },
         }
         if self.settings.backup_interval > 0:
+            self.backups.elected()
             app.conf.beat_schedule["backup"] = {
                 "task": TaskName.BACKUP_TICK,
                 "schedule": tick_interval(self.settings),
