@@ -12,7 +12,6 @@ import click
 
 from grid.cli.common import Context, emit_json, json_option, pass_ctx, table
 from grid.core.backup.files import backup_dir, list_backups
-from grid.core.backup.format import BadBackupError
 from grid.core.backup.service import create_backup, restore_backup
 from grid.core.events import EventType
 
@@ -22,16 +21,16 @@ PROGRESS_EVERY = 1.0  # seconds between progress lines
 
 
 class _Progress:
-    """Prints 'VERB: N keys' on stderr at most once a second (the last count always)."""
+    """Prints 'VERB: N keys (M lines)' on stderr at most once a second."""
 
     def __init__(self, verb: str) -> None:
         self.verb = verb
         self.last = time.monotonic()
 
-    def __call__(self, keys: int) -> None:
+    def __call__(self, keys: int, lines: int) -> None:
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY:
-            click.echo(f"{self.verb}: {keys} keys", err=True)
+            click.echo(f"{self.verb}: {keys} keys ({lines} lines) so far", err=True)
             self.last = now
 
 
@@ -66,10 +65,9 @@ def _folder_option(flag: str, what: str) -> Callable[[F], F]:
 @pass_ctx
 def create(ctx: Context, folder: Path | None) -> None:
     """Write a backup; prints its path. Progress (keys written) goes to stderr."""
-    folder = folder or backup_dir(ctx.settings)
-    if folder.exists() and not folder.is_dir():
-        raise BadBackupError(f"--to {folder} is not a folder")
-    done = create_backup(ctx.settings, folder, progress=_Progress("backup"))
+    done = create_backup(
+        ctx.settings, folder or backup_dir(ctx.settings), progress=_Progress("backup")
+    )
     header = done.header
     click.echo(
         f"backup: {header.total_keys} keys ({header.keys['state']} state, "

@@ -95,6 +95,7 @@ def fresh(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def make_backup(env: dict[str, str], folder: Path) -> Path:
     made = grid_cli(env, "backup", "create", "--to", str(folder))
     assert made.returncode == 0, made.stderr
+    assert made.stderr.splitlines()[-1].startswith("backup: ")  # "backup: N keys (...) in Ts"
     path = Path(made.stdout.strip())
     assert path.parent == folder and path.is_file()
     return path
@@ -304,6 +305,7 @@ def test_an_interrupted_restore_is_finished_by_running_it_again(
     resumed = grid_cli(fresh_env, "backup", "restore", str(path))
     assert resumed.returncode == 0, resumed.stderr
     assert "an interrupted restore finished" in resumed.stdout
+    assert resumed.stdout.startswith(f"restored {60_000} keys from {path.name}")
     assert target.hget(naming.restore_key(), "status") == b"done"
     assert snapshot(fresh.url, "grid:{a*") == snapshot(redis_url, "grid:{a*")
 
@@ -338,6 +340,17 @@ def test_a_redis_that_does_not_answer_is_one_line(env: dict[str, str], tmp_path:
     made = grid_cli(gone, "backup", "create", "--to", str(tmp_path / "b"))
     assert made.returncode == 2 and made.stderr.startswith("grid: cannot reach Redis")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    fill(redis_url)
+    (tmp_path / "file").write_text("a file, not a folder")
+    made = grid_cli(env, "backup", "create", "--to", str(tmp_path / "file" / "backups"))
+    assert made.returncode == 2, made.stderr
+    assert made.stderr.startswith("grid: cannot write a backup in ")
+    assert len(made.stderr.splitlines()) == 1
 
 
 def test_help_explains(env: dict[str, str]) -> None:

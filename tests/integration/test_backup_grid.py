@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,10 @@ def test_the_leader_takes_scheduled_backups_and_keeps_the_newest(
     assert all(verify(p).total_keys > 0 for p in kept)
 
 
+def groups_of(store: Any) -> Any:
+    return store.xinfo_groups(naming.changes_key())
+
+
 def test_split_roles_and_a_cluster_state_round_trip(tmp_path: Path) -> None:
     """State on a Redis Cluster and events on their own Redis: a backup reads every primary;
     restored onto one Redis, then onto split plain servers, every key is on its role."""
@@ -149,6 +154,11 @@ def test_split_roles_and_a_cluster_state_round_trip(tmp_path: Path) -> None:
         for i in range(300):  # keys on every shard
             store.hset(naming.agent_key(f"agent-{i}"), mapping={"agent_id": f"agent-{i}"})
         store.hset(naming.pools_key(), "default", 7)
+        store.xadd(naming.changes_key(), {"a": "agent-1"}, id="3-1")
+        store.xadd(naming.changes_key(), {"a": "agent-2"}, id="3-2")
+        store.xdel(naming.changes_key(), "3-2")
+        store.xgroup_create(naming.changes_key(), "views", id="3-1")
+        changes = (store.xrange(naming.changes_key()), groups_of(store))
         ev = raw(events.url)
         ev.xadd(naming.events_key(), {"type": "scale_requested"}, id="1-1")
         ev.zadd(naming.node_samples_key("n1"), {"x": 1.0})
@@ -170,7 +180,7 @@ def test_split_roles_and_a_cluster_state_round_trip(tmp_path: Path) -> None:
         made = grid_cli(split, "backup", "create", "--to", str(tmp_path / "b"))
         assert made.returncode == 0, made.stderr
         path = Path(made.stdout.strip())
-        assert verify(path).keys == {"state": 301, "events": 2}
+        assert verify(path).keys == {"state": 302, "events": 2}
 
         into_one = grid_cli({**base, "GRID_REDIS_URL": one.url}, "backup", "restore", str(path))
         assert into_one.returncode == 0, into_one.stderr
@@ -186,7 +196,7 @@ def test_split_roles_and_a_cluster_state_round_trip(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr
         on_state = set(snapshot(state2.url))
         on_events = set(snapshot(events2.url))
-        assert naming.pools_key().encode() in on_state and len(on_state) == 302  # + marker
+        assert naming.pools_key().encode() in on_state and len(on_state) == 303  # + marker
         assert {naming.events_key().encode(), naming.node_samples_key("n1").encode()} <= on_events
         assert not any(b"{events}" in k or b":m:" in k for k in on_state)
         assert not any(k.endswith(b":agent") for k in on_events)
@@ -194,4 +204,6 @@ def test_split_roles_and_a_cluster_state_round_trip(tmp_path: Path) -> None:
         back = grid_cli(split, "backup", "restore", str(path), "--force")
         assert back.returncode == 0, back.stderr
         assert store.hget(naming.pools_key(), "default") == "7"
+        assert store.xinfo_stream(naming.changes_key())["last-generated-id"] == "3-2"
+        assert (store.xrange(naming.changes_key()), groups_of(store)) == changes
         store.close()

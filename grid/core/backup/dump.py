@@ -16,6 +16,7 @@ import redis
 
 from grid.core.backup.format import CHUNK, Piece, enc
 from grid.core.backup.scope import PATTERN, exclusion
+from grid.core.rtypes import is_cluster
 
 if TYPE_CHECKING:
     RawRedis: TypeAlias = redis.Redis[bytes]
@@ -30,9 +31,26 @@ RoleOf = Callable[[str], str]
 
 def keep_raw_streams(client: RawRedis) -> RawRedis:
     """XRANGE replies as Redis sends them: redis-py's parser folds an entry into a dict,
-    which loses a field named twice and the order of fields."""
-    client.set_response_callback("XRANGE", lambda response, **_: response)  # type: ignore[no-untyped-call]
+    which loses a field named twice. On Redis Cluster replies are parsed by each node's
+    client, so each known node gets it (a node found later gives dicts: `_flat` reads them)."""
+    targets: list[Any] = [client]
+    if is_cluster(client):
+        targets = [node.redis_connection for node in client.get_nodes()]  # type: ignore[attr-defined]
+    for target in targets:
+        if target is not None:
+            target.set_response_callback("XRANGE", _unparsed)
     return client
+
+
+def _unparsed(response: Any, **_: Any) -> Any:
+    return response
+
+
+def _flat(fields: Any) -> list[Any]:
+    """An entry's fields and values as one list, from a raw reply or a parsed dict."""
+    if isinstance(fields, dict):
+        return [x for pair in fields.items() for x in pair]
+    return list(fields)
 
 
 def scan_keys(client: RawRedis) -> Iterator[bytes]:
@@ -134,7 +152,7 @@ def _stream_pieces(client: RawRedis, key: bytes, role: str, end: dict[str, Any])
             key,
             role,
             "stream",
-            [[eid.decode(), [enc(x) for x in fields]] for eid, fields in page],
+            [[eid.decode(), [enc(x) for x in _flat(fields)]] for eid, fields in page],
         )
         low = b"(" + page[-1][0]
         if len(page) < CHUNK:

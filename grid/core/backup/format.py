@@ -62,16 +62,22 @@ class Header(BaseModel):
         return sum(self.keys.values())
 
 
-def enc(value: bytes) -> str | dict[str, str]:
+Key = str | bytes  # text stays text (redis-py sends it as UTF-8); the rest is bytes
+_TEXT = {str}
+
+
+def enc(value: Key) -> str | dict[str, str]:
+    if isinstance(value, str):
+        return value
     try:
         return value.decode()
     except UnicodeDecodeError:
         return {"b64": base64.b64encode(value).decode()}
 
 
-def dec(value: object) -> bytes:
+def dec(value: object) -> Key:
     if isinstance(value, str):
-        return value.encode()
+        return value
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -85,7 +91,7 @@ class Piece:
     """One line: some items of one key; `end` on the key's last line. Items are encoded
     (`enc`) when written, and decoded to bytes by `parse_piece`."""
 
-    key: bytes
+    key: Key
     role: str
     type: str
     items: list[Any] = field(default_factory=list)
@@ -111,7 +117,9 @@ def parse_piece(line: bytes) -> Piece:
     role, type_, items, end = obj.get("role"), obj.get("type"), obj.get("items"), obj.get("end")
     if role not in ROLES or type_ not in TYPES or not isinstance(items, list):
         raise ValueError("a line lacks a known role, type or items")
-    items = [_item(type_, i) for i in items]
+    items = _items(type_, items)
+    if type_ == "string" and len(items) != 1:
+        raise ValueError("a string has one value")
     return Piece(dec(obj.get("key")), role, type_, items, None if end is None else _end(end))
 
 
@@ -143,9 +151,20 @@ def _end(end: Any) -> dict[str, Any]:
     return checked
 
 
-def _item(type_: str, item: Any) -> Any:
+def _values(values: list[Any]) -> list[Any]:
+    """Decoded values: a list of text as it is (the common case, checked at C speed)."""
+    if set(map(type, values)) <= _TEXT:
+        return values
+    return [dec(v) for v in values]
+
+
+def _items(type_: str, items: list[Any]) -> list[Any]:
     if type_ in ("string", "list", "set"):
-        return dec(item)
+        return _values(items)
+    return [_item(type_, i) for i in items]
+
+
+def _item(type_: str, item: Any) -> Any:
     if type_ == "zset":
         member, score = _pair(item)
         float(score)  # ValueError unless a number Redis printed ("inf" included)
@@ -157,7 +176,7 @@ def _item(type_: str, item: Any) -> Any:
     bad_id = not isinstance(entry_id, str) or not _STREAM_ID.fullmatch(entry_id)
     if bad_id or not isinstance(fields, list) or not fields or len(fields) % 2:
         raise ValueError("bad stream entry")
-    return entry_id, [dec(f) for f in fields]
+    return entry_id, _values(fields)
 
 
 def _pair(item: Any) -> tuple[Any, Any]:

@@ -1,19 +1,22 @@
-"""Writing backup pieces into Redis: each key deleted, then rebuilt with its TTL.
+"""Writing backup pieces into Redis: each key rebuilt with its TTL.
 
-Commands go out in pipelines of about `BATCH` commands per Redis (on Redis Cluster the
-pipeline routes each command to its key's shard). Rebuilding a key starts with DEL, so
-writing the same backup twice gives the same keys: a restore can be run again.
+The caller empties the target of every key a backup may hold first (`service`), so each
+key is built from nothing. Commands go out in pipelines of about `BATCH` commands per
+Redis (on Redis Cluster the pipeline routes each command to its key's shard); a line of
+stream entries is one script call (`restore_stream.lua`), not a command per entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from grid.core.backup.dump import RawRedis
-from grid.core.backup.format import Piece
+from grid.core.backup.format import Key, Piece
+from grid.core.scripts import lua_source
 
 BATCH = 2000  # commands per pipeline round trip
+_STREAM_SCRIPT = lua_source("restore_stream.lua")
 
 
 class _Batches:
@@ -41,20 +44,15 @@ class _Batches:
             pipe.execute()
 
 
-def load(
-    pieces: Iterable[Piece],
-    clients: dict[str, RawRedis],
-    progress: Callable[[int], None] | None = None,
-) -> int:
+def load(pieces: Iterable[Piece], clients: dict[str, RawRedis]) -> int:
     """Write every piece on its role's client; the number of keys written."""
     batches = _Batches(clients)
-    current: tuple[str, bytes] | None = None
+    current: tuple[str, Key] | None = None
     entries = 0  # stream entries written for the current key
     keys = 0
     for piece in pieces:
         if (piece.role, piece.key) != current:
             current, entries = (piece.role, piece.key), 0
-            batches.pipe(piece.role).delete(piece.key)
         for args in _commands(piece):
             batches.pipe(piece.role).execute_command(*args)
         entries += len(piece.items) if piece.type == "stream" else 0
@@ -62,11 +60,7 @@ def load(
             for args in _finish(piece, entries):
                 batches.pipe(piece.role).execute_command(*args)
             keys += 1
-            if progress is not None and keys % 1000 == 0:
-                progress(keys)
     batches.flush()
-    if progress is not None:
-        progress(keys)
     return keys
 
 
@@ -84,7 +78,10 @@ def _commands(piece: Piece) -> list[tuple[Any, ...]]:
         return [("ZADD", key, *(x for member, score in items for x in (score, member)))]
     if piece.type == "hash":
         return [("HSET", key, *(x for pair in items for x in pair))]
-    return [("XADD", key, entry_id, *fields) for entry_id, fields in items]  # stream
+    flat: list[Any] = []  # stream: id, count, fields of each entry
+    for entry_id, fields in items:
+        flat += (entry_id, len(fields), *fields)
+    return [("EVAL", _STREAM_SCRIPT, 1, key, *flat)]
 
 
 def _finish(piece: Piece, stream_entries: int) -> list[tuple[Any, ...]]:

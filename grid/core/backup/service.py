@@ -31,10 +31,11 @@ from grid.core.backup.format import FORMAT, ROLES, VERSION, Header, Piece, Trigg
 from grid.core.backup.load import load
 from grid.core.backup.scope import role_of
 from grid.core.connection import connect_url, mask_url, redis_client, role_url
-from grid.core.errors import ConfigError
+from grid.core.errors import ConfigError, GridError
 from grid.core.settings import Settings
 
-Progress = Callable[[int], None]  # called with the number of keys done so far
+Progress = Callable[[int, int], None]  # called with the keys and lines done so far
+PROGRESS_LINES = 100  # lines between two calls
 
 
 @dataclass
@@ -87,15 +88,16 @@ def _fixed(role: str) -> Callable[[str], str]:
 
 
 def _counting(pieces: Iterable[Piece], progress: Progress | None) -> Iterator[Piece]:
-    keys = 0
+    """The pieces, telling `progress` how many keys and lines went through."""
+    keys = lines = 0
     for piece in pieces:
         yield piece
-        if piece.end is not None:
-            keys += 1
-            if progress is not None and keys % 1000 == 0:
-                progress(keys)
+        lines += 1
+        keys += piece.end is not None
+        if progress is not None and lines % PROGRESS_LINES == 0:
+            progress(keys, lines)
     if progress is not None:
-        progress(keys)
+        progress(keys, lines)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ def create_backup(
                 break
             except FileExistsError:  # another backup in the same millisecond
                 salt = f"-{secrets.token_hex(2)}"
+            except (PermissionError, NotADirectoryError) as exc:
+                raise ConfigError(f"cannot write a backup in {folder}: {exc.strerror}") from None
+            except OSError as exc:  # a full disk, an I/O error: the operation failed
+                raise GridError(f"writing a backup in {folder} failed: {exc}") from None
     finally:
         stores.close()
     return Created(path, read_header(path), time.monotonic() - started)
@@ -205,7 +211,7 @@ def restore_backup(
                 for key in doomed[start : start + 1000]:
                     pipe.unlink(key)
                 pipe.execute()
-        keys = load(read_pieces(path), stores.clients, progress)
+        keys = load(_counting(read_pieces(path), progress), stores.clients)
         state.hset(naming.restore_key(), mapping={"status": "done", "finished": repr(time.time())})
     finally:
         stores.close()
