@@ -4,8 +4,11 @@ fields the CLI's JSON output holds."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -67,3 +70,18 @@ def series_by_key(text: str) -> dict[str, float]:
     """The samples of an exposition, read as the agent reads them, keyed as tests write them:
     `name{a="x",b="y"}` with labels sorted (grid.node.prom.series_key)."""
     return {series_key(name, dict(labels)): v for (name, labels), v in read_series(text).items()}
+
+
+def run_grid(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The real `grid` script (this interpreter's package), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "grid.cli.main", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -8,7 +8,7 @@ import click
 import redis
 
 from grid import __version__
-from grid.cli import autoscale, ops, read, run, sim
+from grid.cli import autoscale, backup, ops, read, run, sim
 from grid.core.errors import GridError
 
 
@@ -23,7 +23,7 @@ def cli() -> None:
     """
 
 
-for module in (run, ops, read, autoscale, sim):
+for module in (run, ops, read, autoscale, sim, backup):
     for command in module.COMMANDS:
         cli.add_command(command)
 

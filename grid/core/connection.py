@@ -222,7 +222,9 @@ class _SentinelConnection(SentinelManagedConnection):
         return super()._connect()  # type: ignore[misc]  # types-redis lacks this private method
 
 
-def redis_client(url: str, retries: int = 3, max_connections: int | None = None) -> Redis:
+def redis_client(
+    url: str, retries: int = 3, max_connections: int | None = None, *, decode: bool = True
+) -> Redis:
     """A client for a plain or Sentinel URL.
 
     On Sentinel it is redis-py's `master_for` client: every new connection asks the
@@ -232,8 +234,12 @@ def redis_client(url: str, retries: int = 3, max_connections: int | None = None)
     is typed as `Redis`): Grid's scripts and transactions each stay in one slot.
 
     With `max_connections` (plain URLs), threads beyond it wait for a free connection (up
-    to a minute) instead of failing: for processes with many threads (`grid sim`)."""
+    to a minute) instead of failing: for processes with many threads (`grid sim`).
+
+    `decode=False` gives replies as bytes (typed `Redis` all the same: cast it), for a
+    reader that must copy values it does not understand byte for byte (backups)."""
     options = _client_options(retries)
+    options["decode_responses"] = decode
     if is_cluster(url):
         scheme, rest = url.split("://", 1)
         plain = f"{scheme.removesuffix(CLUSTER_SUFFIX)}://{rest}"

@@ -152,6 +152,15 @@ def events_index_key(dimension: str, value: str) -> str:
     return f"{PREFIX}:{EVENTS_TAG}:ix:{dimension}:{value}"
 
 
+# The keys of the events role (the event log and the metrics store); every other key of
+# Grid's belongs to the state role. Backups use it to put a key back on its role's Redis.
+EVENTS_ROLE_PREFIXES = (f"{PREFIX}:{EVENTS_TAG}:", f"{PREFIX}:m:")
+
+
+def in_events_role(key: str) -> bool:
+    return key.startswith(EVENTS_ROLE_PREFIXES)
+
+
 def events_live_channel() -> str:
     """Pub/sub channel of events published live and not stored (heartbeats)."""
     return f"{PREFIX}:events:live"
@@ -164,6 +173,17 @@ def leader_key() -> str:
 def leader_info_key() -> str:
     """Hash describing the current leader (master id, since, pages URL)."""
     return f"{PREFIX}:leader-info"
+
+
+def is_agent_lock(key: str) -> bool:
+    """Whether `key` is some agent's id lock (`agent_lock_key`)."""
+    tag, sep, rest = key.partition("}")
+    return bool(sep) and tag.startswith(f"{PREFIX}:{{") and rest == ":lock"
+
+
+def restore_key() -> str:
+    """Hash describing the last restore of a backup into this Redis (checksum, status)."""
+    return f"{PREFIX}:restore"
 
 
 def cluster_state_key() -> str:

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         7 * 86400.0, gt=0, description="seconds of per-minute pool history (forecasts)"
     )
 
+    backup_interval: float = Field(
+        3600.0, ge=0, description="seconds between the leader's scheduled backups; 0 off"
+    )
+    backup_keep: int = Field(24, ge=1, description="scheduled backups kept (older ones deleted)")
+    backup_dir: Path | None = Field(
+        None, description="folder of backups; unset means <GRID_HOME>/backups"
+    )
+
     http_host: str = Field("127.0.0.1", description="address of the master's pages")
     http_port: int = Field(8700, ge=-1, le=65535, description="master pages port; 0 any, -1 off")
 

@@ -22,3 +22,8 @@ def health_tick() -> dict[str, Any]:
 @app.task(name=TaskName.AUTOSCALE_TICK)
 def autoscale_tick() -> dict[str, Any]:
     return current_master().autoscale_tick()
+
+
+@app.task(name=TaskName.BACKUP_TICK)
+def backup_tick() -> dict[str, Any]:
+    return current_master().backup_tick()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from grid.core.events import EventLog, EventType
 from grid.core.ports import free_port
 from grid.core.rtypes import Redis
 from grid.core.state import AgentRecord, GridState, NodeRecord
+from tests.helpers import run_grid
 
 
 @pytest.fixture
@@ -39,15 +39,7 @@ def snapshot(client: Redis) -> dict[str, Any]:
 
 
 def grid(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grid.cli.main", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_grid(args, env, cwd)
 
 
 def base_env(home: Path) -> dict[str, str]:

@@ -148,6 +148,7 @@ COMMANDS = [
     "master",
     "agent",
     "flower",
+    "backup",
 ]
 
 
@@ -169,6 +170,10 @@ def test_command_help(name: str) -> None:
 @pytest.mark.parametrize("name", ["nodes", "agents", "status", "events", "node-status"])
 def test_read_commands_offer_json(name: str) -> None:
     assert "--json" in CliRunner().invoke(cli, [name, "--help"]).output
+
+
+def test_backup_list_offers_json() -> None:
+    assert "--json" in CliRunner().invoke(cli, ["backup", "list", "--help"]).output
 
 
 def test_events_help_lists_every_type() -> None:

@@ -44,7 +44,19 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.pool_minute_key, ("web", "cpu", 29_000_000), "grid:m:hist:web:cpu:29000000"),
     (naming.metric_pools_key, (), "grid:m:pools"),
     (naming.replication_probe_key, (), "grid:{grid:pools}:replication-probe"),
+    (naming.restore_key, (), "grid:restore"),
 ]
+
+
+def test_agent_locks_and_the_events_role_are_told_by_name() -> None:
+    assert naming.is_agent_lock(naming.agent_lock_key("agent-1"))
+    for other in (naming.agent_key("agent-1"), "grid:lock", "grid:{a}:lock:x", "x:{a}:lock"):
+        assert not naming.is_agent_lock(other), other
+    events = [naming.events_key(), naming.events_index_key("type", "t"), naming.metric_pools_key()]
+    events += [naming.node_samples_key("n1"), naming.pool_minute_key("web", "cpu", 1)]
+    assert all(naming.in_events_role(k) for k in events)
+    state = [naming.pools_key(), naming.agent_key("m"), naming.policies_key(), "grid:mx"]
+    assert not any(naming.in_events_role(k) for k in state)
 
 
 @pytest.mark.parametrize(("fn", "args", "expected"), NAMES, ids=[f.__name__ for f, _, _ in NAMES])

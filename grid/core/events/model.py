@@ -42,6 +42,9 @@ class EventType(StrEnum):
     PROCESS_RESTARTED = "process_restarted"  # a child of `grid up` died and was started again
     SCALING_DECISION = "scaling_decision"
     SECURITY_VIOLATION = "security_violation"  # an unsafe id or path refused (UnsafeInputError)
+    BACKUP_CREATED = "backup_created"  # a scheduled backup was written (grid.core.backup)
+    BACKUP_FAILED = "backup_failed"
+    BACKUP_RESTORED = "backup_restored"  # written into the restored store, after the restore
 
 
 EVENT_TYPES = tuple(e.value for e in EventType)

@@ -34,6 +34,7 @@ from grid.core.state import (
 )
 from grid.core.tasknames import TaskName
 from grid.workers.master.autoscaling import placement_rules, run_autoscaler
+from grid.workers.master.backups import ScheduledBackups, tick_interval
 from grid.workers.master.monitor import check_agents, update_cluster_state
 from grid.workers.master.reconciler import apply_plan, next_deadline, plan
 from grid.workers.master.view import FleetView
@@ -118,6 +119,7 @@ class MasterRuntime:
         self.view = FleetView(self.state, settings.view_resync_interval)
         self._last_plan: tuple[Any, ...] | None = None  # inputs of the last empty plan
         self._plan_deadline = 0.0  # when time alone may change that plan (timeouts, backoff)
+        self.backups = ScheduledBackups(settings, self.events)
 
     # ---- election -------------------------------------------------------------------
 
@@ -195,6 +197,12 @@ class MasterRuntime:
                 "schedule": self.settings.autoscale_tick,
             },
         }
+        if self.settings.backup_interval > 0:
+            self.backups.elected()
+            app.conf.beat_schedule["backup"] = {
+                "task": TaskName.BACKUP_TICK,
+                "schedule": tick_interval(self.settings),
+            }
         for entry in app.conf.beat_schedule.values():
             entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
         self._beat = Service(app, max_interval=1, scheduler_cls=Scheduler)
@@ -328,6 +336,12 @@ class MasterRuntime:
             return run_autoscaler(self.state, self.events, self.settings, self.reconcile)
         finally:
             self._autoscale_lock.release()
+
+    def backup_tick(self) -> dict[str, Any]:
+        """Start a scheduled backup if one is due (on its own thread: see `backups`)."""
+        if not self._leading():
+            return {"skipped": "not the leader"}
+        return self.backups.tick()
 
     def _placement_rules(self) -> dict[str, Any]:
         return placement_rules(self.state.r)
