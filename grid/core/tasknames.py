@@ -11,6 +11,7 @@ class TaskName(StrEnum):
     RECONCILE = "grid.reconcile"
     HEALTH_TICK = "grid.health_tick"
     AUTOSCALE_TICK = "grid.autoscale_tick"
+    EVENTS_TRIM = "grid.events_trim"  # retention of the event log, every events_trim_interval
     # consumed by one agent on naming.agent_queue(agent_id)
     SPAWN_NODE = "grid.spawn_node"
     STOP_NODE = "grid.stop_node"
