@@ -39,6 +39,7 @@ from the sketch, exact to 1 % relative.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -74,6 +75,9 @@ FINE_RETENTION = 600.0
 # A node's own samples are kept as they are for NODE_RAW_RETENTION (never past `retention`),
 # and downsampled to minutes (count, sum, min, max per metric) for `retention`.
 NODE_RAW_RETENTION = 300.0
+# The tiers whose buckets keep a percentile sketch (the minutes keep sums: a p95 over more
+# than 50 minutes is not answered; the history needs totals only).
+SKETCH_TIERS = frozenset({1, 10})
 MAX_BUCKETS = 300
 
 # ---- a mergeable quantile sketch (DDSketch-like, 1 % relative accuracy) -----------------------
@@ -97,7 +101,7 @@ class Sketch:
             self.zero += count
             return
         side = self.pos if value > 0 else self.neg
-        key = math.ceil(math.log(abs(value)) / _LN_GAMMA)
+        key = _key(abs(value))
         side[key] = side.get(key, 0) + count
 
     def merge(self, other: Sketch) -> None:
@@ -267,37 +271,77 @@ def combine(partials: Iterable[Partial], with_p95: bool = False) -> WindowStats 
     return WindowStats(grand_total / samples, high, low, pool_sum, nodes, samples, p95)
 
 
-def sketch_of(values: Iterable[float]) -> Sketch:
+def sketch_cells(values: Iterable[float]) -> list[str | int]:
+    """The sketch of `values` as flat (roll-up cell, count) pairs: p<k> and m<k> for the
+    positive and negative buckets, z for zeros."""
     sketch = Sketch()
     for value in values:
         sketch.add(value)
-    return sketch
+    cells: list[str | int] = []
+    for prefix, side in (("p", sketch.pos), ("m", sketch.neg)):
+        for key, count in side.items():
+            cells += [f"{prefix}{key}", count]
+    if sketch.zero:
+        cells += ["z", sketch.zero]
+    return cells
+
+
+def cell_names(low: float, high: float) -> list[str]:
+    """Every sketch cell a value in [low, high] can fall in (what a p95 read asks for)."""
+    names: list[str] = []
+    if high > _TINY:
+        names += [f"p{k}" for k in range(_key(max(low, _TINY)), _key(high) + 1)]
+    if low < -_TINY:
+        names += [f"m{k}" for k in range(_key(max(-high, _TINY)), _key(-low) + 1)]
+    if low <= _TINY and high >= -_TINY:
+        names.append("z")
+    return names
+
+
+def _key(magnitude: float) -> int:
+    return math.ceil(math.log(magnitude) / _LN_GAMMA)
 
 
 def merge_buckets(
-    rows: Iterable[Sequence[Any]], sources: int, low: float, high: float, with_p95: bool = False
-) -> WindowStats | None:
-    """Merge the roll-up fields (n, s, w, lo, hi, t[, q]; str or bytes) of one metric in
-    the buckets of a window (low, high] written by `sources` sources. A bucket counts when
-    its latest sample (t) is in the window."""
+    rows: Iterable[Sequence[Any]], sources: int, low: float, high: float
+) -> tuple[WindowStats | None, list[int]]:
+    """Merge the roll-up fields (n, s, w, lo, hi, t; str or bytes) of one metric in the
+    buckets of a window (low, high] written by `sources` sources; also the positions of the
+    buckets that count (their latest sample, t, is in the window), for a p95 read."""
     count, total, writes = 0, 0.0, 0
     least, most = math.inf, -math.inf
-    sketches: list[str] = []
-    for row in rows:
-        n, s, w, lo, hi, t, *q = (None if v is None else as_text(v) for v in row)
+    used: list[int] = []
+    for at, row in enumerate(rows):
+        n, s, w, lo, hi, t = (None if v is None else as_text(v) for v in row)
         if n is None or t is None or not low < float(t) <= high:
             continue  # no such metric in this bucket, or its samples are outside the window
+        used.append(at)
         count += int(n)
         total += float(s or 0.0)
         writes += int(w or 0)
         least, most = min(least, float(lo or math.inf)), max(most, float(hi or -math.inf))
-        if q and q[0]:
-            sketches.append(q[0])
     if count <= 0 or writes <= 0:
-        return None
+        return None, used
     ticks = writes / max(sources, 1)  # ticks per source in the window
-    p95 = merge_encoded(sketches).quantile(QUANTILE) if with_p95 else None
-    return WindowStats(total / count, most, least, total / ticks, count / ticks, count, p95)
+    stats = WindowStats(total / count, most, least, total / ticks, count / ticks, count)
+    return stats, used
+
+
+def sketch_quantile(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> float | None:
+    """The p95 of the sketch cells `names` (their counts in each bucket, HMGET rows)."""
+    sketch = Sketch()
+    for row in rows:
+        for name, value in zip(names, row, strict=True):
+            if value is None:
+                continue
+            count = int(as_text(value))
+            if name == "z":
+                sketch.zero += count
+            else:
+                side = sketch.pos if name[0] == "p" else sketch.neg
+                key = int(name[1:])
+                side[key] = side.get(key, 0) + count
+    return sketch.quantile(QUANTILE)
 
 
 def history_bucket(ts: float, step: float = HISTORY_STEP) -> int:
@@ -462,15 +506,17 @@ class MetricsStore:
         source = _clean(source)
         summaries = [
             (name, len(vals), repr(float(sum(vals))), repr(min(vals)), repr(max(vals)),
-             sketch_of(vals).encode())
+             sketch_cells(vals))
             for name, vals in values.items()
         ]  # fmt: skip
         for step, keep in self.tiers:
             bucket = int(ts // step * step)
             firsts = self._first_writes(source, pool, step, bucket, values)
+            with_sketch = step in SKETCH_TIERS
             args: list[Any] = [int(keep * 1000), repr(ts)]
-            for (name, *summary), first in zip(summaries, firsts, strict=True):
-                args += [name, int(first), *summary]
+            for (name, count, total, lo, hi, cells), first in zip(summaries, firsts, strict=True):
+                cells = cells if with_sketch else []
+                args += [name, int(first), count, total, lo, hi, len(cells) // 2, *cells]
             self._rollup(keys=[pool_rollup_key(pool, step, bucket)], args=args, client=pipe)
         fine_bucket, fine_keep = str(int(ts)), self.tiers[0][1]
         for name in values:
@@ -535,23 +581,32 @@ class MetricsStore:
         sources, *listed = pipe.execute()
         touched = list(range(int(low // step * step), int(now) + 1, step))
         buckets = [[int(as_text(b)) for b in found] for found in listed] if step == 1 else None
+        chosen = [buckets[at] if buckets is not None else touched for at in range(len(metrics))]
         pipe = self.client.pipeline(transaction=False)
-        plan: list[tuple[str, int]] = []
-        for at, metric in enumerate(metrics):
+        for metric, keys in zip(metrics, chosen, strict=True):
             fields = [f"{metric}|{f}" for f in ("n", "s", "w", "lo", "hi", "t")]
-            if with_p95:
-                fields.append(f"{metric}|q")
-            chosen = buckets[at] if buckets is not None else touched
-            for bucket in chosen:
+            for bucket in keys:
                 pipe.hmget(pool_rollup_key(pool, step, bucket), fields)
-            plan.append((metric, len(chosen)))
-        replies = iter(pipe.execute() if plan else [])
-        return {
-            metric: merge_buckets(
-                [next(replies) for _ in range(count)], int(sources), low, now, with_p95
-            )
-            for metric, count in plan
-        }
+        replies = iter(pipe.execute())
+        out: dict[str, WindowStats | None] = {}
+        wanted: list[tuple[str, WindowStats, list[int], list[str]]] = []
+        for metric, keys in zip(metrics, chosen, strict=True):
+            stats, used = merge_buckets([next(replies) for _ in keys], int(sources), low, now)
+            out[metric] = stats
+            if with_p95 and stats is not None and step in SKETCH_TIERS:
+                names = cell_names(stats.min, stats.max)
+                wanted.append((metric, stats, [keys[i] for i in used], names))
+        if wanted:  # a third round trip: the sketch cells the window's values can be in
+            pipe = self.client.pipeline(transaction=False)
+            for metric, _, keys, names in wanted:
+                fields = [f"{metric}|{name}" for name in names]
+                for bucket in keys:
+                    pipe.hmget(pool_rollup_key(pool, step, bucket), fields)
+            rows = iter(pipe.execute())
+            for metric, stats, keys, names in wanted:
+                p95 = sketch_quantile(names, [next(rows) for _ in keys])
+                out[metric] = dataclasses.replace(stats, p95=p95)
+        return out
 
     def aggregate(
         self, pool: str, metric: str, aggregation: str, window: float, now: float

@@ -72,7 +72,10 @@ def test_window_aggregates_agree_with_the_raw_samples(
     assert (stats.min, stats.max) == (min(values), max(values))
     assert stats.sum == pytest.approx(pool_sum, rel=1e-9)
     assert stats.nodes == pytest.approx(AGENTS * NODES, rel=1e-9)
-    assert stats.p95 == pytest.approx(exact_quantile(values), rel=0.02)
+    if tier == 60:  # the minutes keep no sketch: no p95 over more than 50 minutes
+        assert stats.p95 is None
+    else:
+        assert stats.p95 == pytest.approx(exact_quantile(values), rel=0.02)
 
 
 def test_minute_history_is_the_per_source_mean_total(
