@@ -580,7 +580,11 @@ class MetricsStore:
                 pipe.zrangebyscore(pool_metrics_key(pool, metric), f"({low}", now)
         sources, *listed = pipe.execute()
         touched = list(range(int(low // step * step), int(now) + 1, step))
-        buckets = [[int(as_text(b)) for b in found] for found in listed] if step == 1 else None
+        buckets = (  # members that are not whole seconds: partials of the previous layout
+            [[int(b) for b in map(as_text, found) if b.isdigit()] for found in listed]
+            if step == 1
+            else None
+        )
         chosen = [buckets[at] if buckets is not None else touched for at in range(len(metrics))]
         pipe = self.client.pipeline(transaction=False)
         for metric, keys in zip(metrics, chosen, strict=True):
