@@ -11,10 +11,8 @@ it. The workload is a grid of 5,000 agents x 10 nodes in 5 pools; event i comes 
    default batch and flush settings), in this process: events/s while it grows, and the
    Redis server's CPU time per event (INFO cpu);
 2. single: 2,000 unbuffered `emit` calls (one atomic script call each);
-3. baseline: as many plain XADDs (no index) of the same entries as the fill wrote, through
-   a redis-py pipeline of 1,000, into a scratch stream, deleted after: what the issue's
-   "38.5 k/s batched" was; and where a batch's Redis time goes: the same batches through
-   events_batch.lua with no index key (the XADDs from Lua alone), against the whole script;
+3. baseline: 20,000 plain XADDs (no index) of the same entries through a redis-py pipeline
+   of 1,000, into a scratch stream, deleted after: what the issue's "38.5 k/s batched" was;
 4. queries, each `--reps` times after two warm-ups (limit 50, as `grid events`): a rare type,
    one agent, one node, one pool, the rare type in one pool, one agent's page before the
    middle of the log; p50/p90/max ms. Up to `--scan-max` events, also the unindexed scan the
@@ -49,7 +47,7 @@ from grid.core.connection import redis_client  # noqa: E402
 from grid.core.events import FIELDS, EventLog, EventType  # noqa: E402
 from grid.core.events.ids import Bounds  # noqa: E402
 from grid.core.events.model import decode_event, encode  # noqa: E402
-from grid.core.events.store import EventStore, all_index_keys, index_groups  # noqa: E402
+from grid.core.events.store import all_index_keys  # noqa: E402
 from grid.core.redis_server import EmbeddedRedis  # noqa: E402
 from grid.core.rtypes import Redis  # noqa: E402
 
@@ -119,24 +117,6 @@ def raw_baseline(client: Redis, count: int) -> tuple[float, float]:
     used = (redis_cpu(client) - cpu) * 1e6 / count
     client.delete(key)
     return rate, used
-
-
-def lua_breakdown(client: Redis, count: int) -> dict[str, float]:
-    """Redis CPU µs per event of a batch's parts, on an empty log (emptied after):
-    events_batch.lua with no index key (its XADDs and trims alone), then the whole script."""
-    store = EventStore(client, 10**8, 7 * 86400.0)
-    rows = [encode(k, time.time(), f"node {n}", a, n, p, {}) for k, a, n, p in
-            (subject(i) for i in range(count))]  # fmt: skip
-    out: dict[str, float] = {}
-    for name, indexed in (("xadds_from_lua", False), ("whole_script", True)):
-        cpu = redis_cpu(client)
-        for start in range(0, count, 1000):
-            batch = rows[start : start + 1000]
-            store.send_batch(batch, index_groups(batch) if indexed else {})
-        out[name] = round((redis_cpu(client) - cpu) * 1e6 / count, 2)
-        client.flushall()
-    out["index_entries"] = round(out["whole_script"] - out["xadds_from_lua"], 2)
-    return out
 
 
 def old_scan(log: EventLog, kind: str) -> int:
@@ -243,7 +223,6 @@ def main() -> int:
             client = redis_client(url)
             for size in sizes:
                 client.flushall()
-                breakdown = lua_breakdown(client, min(size, 100_000))
                 base = int(client.info("memory")["used_memory"])
                 print(f"size {size}: filling", file=sys.stderr, flush=True)
                 rate, cpu = fill(client, 0, size)
@@ -251,12 +230,11 @@ def main() -> int:
                     "fill_events_per_s": round(rate),
                     "fill_redis_cpu_us_per_event": round(cpu, 2),
                 }
-                row["redis_cpu_us_per_event_breakdown"] = breakdown
                 row["memory"] = memory(client, base, size)
                 print(f"size {size}: queries", file=sys.stderr, flush=True)
                 row["queries_ms"] = queries(client, size, args.reps, args.scan_max)
                 row["single_emit_per_s"] = round(single(client, 2000))
-                rate, cpu = raw_baseline(client, size)
+                rate, cpu = raw_baseline(client, 20_000)
                 row["raw_xadd_pipeline_per_s"] = round(rate)
                 row["raw_xadd_redis_cpu_us_per_event"] = round(cpu, 2)
                 result["sizes"][size] = row

@@ -210,19 +210,8 @@ def decisions_key(pool: str) -> str:
 
 
 def pool_metrics_key(pool: str, metric: str) -> str:
-    """Sorted set of the 1-second roll-up buckets holding one pool metric (member = the
-    bucket's start, score = the latest sample of the metric in it)."""
+    """Sorted set of per-tick pool aggregates of one metric."""
     return f"{PREFIX}:m:pool:{pool}:{metric}"
-
-
-def pool_rollup_key(pool: str, step: int, bucket: int) -> str:
-    """Hash of one roll-up bucket (`step` seconds from `bucket`) of every metric of a pool."""
-    return f"{PREFIX}:m:roll:{step}:{pool}:{bucket}"
-
-
-def pool_sources_key(pool: str) -> str:
-    """Sorted set of the sources (agents) writing a pool's metrics, scored by last write."""
-    return f"{PREFIX}:m:src:{pool}"
 
 
 def pool_metric_names_key(pool: str) -> str:
@@ -234,15 +223,14 @@ def node_samples_key(node_id: str) -> str:
     return f"{PREFIX}:m:node:{node_id}"
 
 
-def node_minutes_key(node_id: str) -> str:
-    """Sorted set of one node's samples downsampled to minutes (score = the minute's start,
-    member = JSON of its count, sum, min and max per metric)."""
-    return f"{PREFIX}:m:node-min:{node_id}"
-
-
 def pool_history_key(pool: str, metric: str) -> str:
     """Sorted set of sealed per-minute pool totals of one metric (score = minute start)."""
     return f"{PREFIX}:m:hist:{pool}:{metric}"
+
+
+def pool_minute_key(pool: str, metric: str, minute: int) -> str:
+    """Hash of one minute's per-source running totals of one pool metric, until sealed."""
+    return f"{PREFIX}:m:hist:{pool}:{metric}:{minute}"
 
 
 def metric_pools_key() -> str:

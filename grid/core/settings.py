@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     events_flush_interval: float = Field(
         0.05, gt=0, description="seconds a buffered event may wait before it is written"
     )
-    events_trim_interval: float = Field(
-        60.0, gt=0, description="seconds between the leading master's event retention passes"
-    )
 
     node_command: str = Field("grid-node", description="command that starts a storage node")
     node_start_timeout: float = Field(15.0, gt=0, description="seconds for a node to answer")

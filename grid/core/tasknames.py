@@ -12,7 +12,6 @@ class TaskName(StrEnum):
     HEALTH_TICK = "grid.health_tick"
     AUTOSCALE_TICK = "grid.autoscale_tick"
     BACKUP_TICK = "grid.backup_tick"  # starts a scheduled backup when one is due
-    EVENTS_TRIM = "grid.events_trim"  # retention of the event log, every events_trim_interval
     # consumed by one agent on naming.agent_queue(agent_id)
     SPAWN_NODE = "grid.spawn_node"
     STOP_NODE = "grid.stop_node"

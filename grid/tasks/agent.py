@@ -8,7 +8,6 @@ from typing import Any
 from grid.core.celery_app import app
 from grid.core.errors import PlatformUnavailableError
 from grid.core.tasknames import TaskName
-from grid.tasks.written import events_flushed
 from grid.workers.agent.runtime import current_agent
 
 # Spawn and stop retry while the platform is unreachable (the daemon or API server restarts).
@@ -21,26 +20,22 @@ RETRY_WHILE_UNAVAILABLE: dict[str, Any] = {
 
 
 @app.task(name=TaskName.SPAWN_NODE, **RETRY_WHILE_UNAVAILABLE)
-@events_flushed(current_agent)
 def spawn_node(node_id: str) -> dict[str, Any]:
     return current_agent().spawn(node_id)
 
 
 @app.task(name=TaskName.STOP_NODE, **RETRY_WHILE_UNAVAILABLE)
-@events_flushed(current_agent)
 def stop_node(node_id: str) -> dict[str, Any]:
     return current_agent().stop(node_id)
 
 
 @app.task(name=TaskName.SPAWN_NODES, **RETRY_WHILE_UNAVAILABLE)
-@events_flushed(current_agent)
 def spawn_nodes(node_ids: list[str]) -> dict[str, Any]:
     """One message per agent per reconcile pass; each node is still idempotent by id."""
     return current_agent().spawn_many(node_ids)
 
 
 @app.task(name=TaskName.STOP_NODES, **RETRY_WHILE_UNAVAILABLE)
-@events_flushed(current_agent)
 def stop_nodes(node_ids: list[str]) -> dict[str, Any]:
     return current_agent().stop_many(node_ids)
 

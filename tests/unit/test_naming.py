@@ -38,12 +38,10 @@ NAMES: list[tuple[Callable[..., str], tuple[Any, ...], str]] = [
     (naming.policy_state_key, ("web",), "grid:policy-state:web"),
     (naming.decisions_key, ("web",), "grid:decisions:web"),
     (naming.pool_metrics_key, ("web", "cpu"), "grid:m:pool:web:cpu"),
-    (naming.pool_rollup_key, ("web", 10, 1700000000), "grid:m:roll:10:web:1700000000"),
-    (naming.pool_sources_key, ("web",), "grid:m:src:web"),
     (naming.pool_metric_names_key, ("web",), "grid:m:names:web"),
     (naming.node_samples_key, ("n1",), "grid:m:node:n1"),
-    (naming.node_minutes_key, ("n1",), "grid:m:node-min:n1"),
     (naming.pool_history_key, ("web", "cpu"), "grid:m:hist:web:cpu"),
+    (naming.pool_minute_key, ("web", "cpu", 29_000_000), "grid:m:hist:web:cpu:29000000"),
     (naming.metric_pools_key, (), "grid:m:pools"),
     (naming.replication_probe_key, (), "grid:{grid:pools}:replication-probe"),
     (naming.restore_key, (), "grid:restore"),
@@ -55,7 +53,7 @@ def test_agent_locks_and_the_events_role_are_told_by_name() -> None:
     for other in (naming.agent_key("agent-1"), "grid:lock", "grid:{a}:lock:x", "x:{a}:lock"):
         assert not naming.is_agent_lock(other), other
     events = [naming.events_key(), naming.events_index_key("type", "t"), naming.metric_pools_key()]
-    events += [naming.node_samples_key("n1"), naming.pool_rollup_key("web", 10, 1)]
+    events += [naming.node_samples_key("n1"), naming.pool_minute_key("web", "cpu", 1)]
     assert all(naming.in_events_role(k) for k in events)
     state = [naming.pools_key(), naming.agent_key("m"), naming.policies_key(), "grid:mx"]
     assert not any(naming.in_events_role(k) for k in state)
@@ -101,12 +99,10 @@ def test_keys_never_collide(metric: str) -> None:
             naming.policy_state_key(x),
             naming.decisions_key(x),
             naming.pool_metrics_key(x, metric),
-            naming.pool_rollup_key(x, 10, 29_000_000),
-            naming.pool_sources_key(x),
             naming.pool_metric_names_key(x),
             naming.node_samples_key(x),
-            naming.node_minutes_key(x),
             naming.pool_history_key(x, metric),
+            naming.pool_minute_key(x, metric, 29_000_000),
         ]
     keys += [fn() for fn, args, _ in NAMES if not args]
     assert len(keys) == len(set(keys))

@@ -22,12 +22,10 @@ and checks every filter on the event itself. Indexes are trimmed to the stream's
 so the cap and the retention apply to them too; an item older than that is skipped.
 
 Writing: an unbuffered `emit` (and one given a caller's `pipe`) runs events_append.lua: XADD
-plus its index entries in one atomic call. The buffered writer (the master's and agents'
-`EventLog.shared`) sends a batch as one call of events_batch.lua: the batch's XADDs, ids
-consecutive after the first, and one index entry per key naming its events by position
-against the batch's first id (field "base"): one round trip, atomic, so index entry ids only
-grow and no two writers' batches interleave. The leading master's `grid.events_trim` task
-applies retention to the stream and every index (`EventLog.trim`).
+plus its index entries in one atomic call. The buffered writer sends a batch as one MULTI of
+plain XADDs (cheaper for Redis than XADDs from Lua) followed by events_index.lua, which reads
+back the batch's ids and appends one index entry per key: one round trip, atomic, so index
+entry ids only grow and no two writers' batches interleave.
 
 Redis Cluster: the scripts and the MULTI touch the stream and its indexes together, so every
 event key carries the ``{events}`` tag and lives in one slot (one shard holds the whole log;

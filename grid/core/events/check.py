@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grid.core.events.ids import parse_id
 from grid.core.events.model import EVENT_TYPES, FIELDS
-from grid.core.events.store import KV, EventStore, all_index_keys, entry_items, indexes_of
+from grid.core.events.store import KV, SEP, EventStore, all_index_keys, indexes_of
 
 
 def check_indexes(store: EventStore) -> list[str]:
@@ -31,8 +31,7 @@ def check_indexes(store: EventStore) -> list[str]:
         previous = (0, 0)
         for entry_id, fields in client.xrange(key):
             top = parse_id(entry_id)
-            items = [event_id + KV + value if value else event_id
-                     for event_id, value in entry_items(fields)]  # fmt: skip
+            items = fields.get("ids", "").split(SEP)
             sids = [parse_id(item.partition(KV)[0]) for item in items]
             if sids != sorted(sids) or not all(previous < s <= top for s in sids):
                 problems.append(f"{key} entry {entry_id}: items out of order or out of range")

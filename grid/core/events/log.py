@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,17 +19,13 @@ from grid.core.events.model import (
     encode,
 )
 from grid.core.events.query import Filters, select
-from grid.core.events.store import KV, SEP, EventStore, all_index_keys
+from grid.core.events.store import ID, KV, SEP, EventStore, all_index_keys
 from grid.core.events.writer import BufferedWriter
 from grid.core.rtypes import Redis
 from grid.core.settings import Settings
 
 DEFAULT_MAXLEN: int = Settings.model_fields["events_maxlen"].default
 DEFAULT_RETENTION: float = Settings.model_fields["events_retention"].default
-
-_TYPE_OF: dict[str, EventType] = {e.value: e for e in EventType}
-_shared: dict[int, tuple[Redis, EventLog]] = {}
-_shared_lock = threading.Lock()
 
 
 class EventLog:
@@ -70,23 +65,6 @@ class EventLog:
             flush_interval=settings.events_flush_interval,
         )
 
-    @classmethod
-    def shared(cls, client: Redis, settings: Settings) -> EventLog:
-        """The process's buffered log on this client: the hot writers (master, agents) share
-        one writer thread per Redis client, however many runtimes a process holds (`grid
-        sim` runs thousands). A runtime calls `flush()` when it stops; the writer closes, and
-        writes out what is left, at interpreter exit."""
-        with _shared_lock:
-            held = _shared.get(id(client))
-            if held is None or held[0] is not client or held[1].writer_closed:
-                held = (client, cls.from_settings(client, settings, buffered=True))
-                _shared[id(client)] = held
-            return held[1]
-
-    @property
-    def writer_closed(self) -> bool:
-        return self.writer is not None and self.writer.closed
-
     # ---- writing ------------------------------------------------------------------------
 
     def emit(
@@ -102,9 +80,9 @@ class EventLog:
     ) -> None:
         """Record an event (or only publish it, for heartbeats). With `pipe` (a pipeline of
         this log's Redis) the event is queued on it and written when the caller executes it."""
-        etype = _TYPE_OF.get(type) or EventType(type)  # ValueError names an unknown type
+        etype = EventType(type)
         for subject in (agent_id, node_id, pool):
-            if SEP in subject or KV in subject:
+            if SEP in subject or KV in subject or ID in subject:
                 raise ValueError(f"bad event subject {subject!r}: control characters")
         values = encode(etype.value, time.time(), message, agent_id, node_id, pool, data)
         if etype in NOT_STORED:
@@ -120,15 +98,6 @@ class EventLog:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every buffered event is written (True at once when unbuffered)."""
         return self.writer.flush(timeout) if self.writer is not None else True
-
-    def finish(self, timeout: float = 5.0) -> bool:
-        """A runtime's clean stop: wait until its buffered events are written; if Redis does
-        not take them in `timeout` (it is away), close the writer now, so that nothing waits
-        at interpreter exit. True if everything was written."""
-        if self.flush(timeout):
-            return True
-        self.close(timeout=1.0)
-        return False
 
     def close(self, timeout: float = 10.0) -> None:
         """Write out the buffer and stop the writer thread (nothing to do when unbuffered)."""
@@ -156,9 +125,7 @@ class EventLog:
     ) -> list[Event]:
         """Up to `limit` matching events, oldest first: the newest ones below `before` (an
         event id, exclusive), or, given only `after`, the oldest ones past that id.
-        Raises ConfigError on a bad cursor or a `since` before 1970. A buffered log writes
-        out its buffer first: a process reads back what it has emitted."""
-        self.flush()
+        Raises ConfigError on a bad cursor or a `since` before 1970."""
         bounds = Bounds.of(since=since, after=after, before=before)
         filters = Filters(frozenset(types or ()), agent_id, node_id, pool)
         newest_first = not (after is not None and before is None)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import hiredis
+import redis
 
 from grid.core import naming
 from grid.core.events.ids import Bounds, StreamId, format_id, parse_id
@@ -22,6 +23,7 @@ from grid.core.scripts import LuaScript, lua_source
 BUCKETS = 64
 EXACT = frozenset({"type"})  # dimensions with one index stream per value (a closed catalogue)
 SEP, KV = "\x1f", "\x1e"  # between index items; between an item's event id and its value
+ID = "\x1d"  # marks where events_index.lua puts an event id
 PAGE = 500  # index entries (or stream entries) read per round trip
 
 
@@ -49,40 +51,6 @@ def indexes_of(values: Sequence[str]) -> list[tuple[str, str]]:
     return [index_of(dim, values[pos]) for dim, pos in INDEXED if values[pos]]
 
 
-def entry_items(fields: dict[str, str]) -> list[tuple[str, str]]:
-    """(event id, stored value) of each item of one index entry, oldest first. A batch's
-    entry names its events by position after the batch's first id (field "base"); an entry
-    of a single event (events_append.lua) names them by id."""
-    items = [item.partition(KV)[::2] for item in fields.get("ids", "").split(SEP)]
-    base = fields.get("base")
-    if base is None:
-        return items
-    ms, _, seq = base.partition("-")
-    first = int(seq)
-    return [(f"{ms}-{first + int(pos)}", stored) for pos, stored in items]
-
-
-def index_groups(batch: Sequence[Sequence[str]]) -> dict[str, tuple[str, int]]:
-    """Index key -> (its items for this batch, the position of its newest item): each item
-    the event's 0-based position in the batch, with its value in a bucketed index.
-    The writer thread's hot loop (per event and index: one cached lookup, one append)."""
-    groups: dict[str, list[str]] = {}
-    last: dict[str, int] = {}
-    for pos, values in enumerate(batch):
-        mark = str(pos)
-        for dimension, at in INDEXED:
-            value = values[at]
-            if not value:
-                continue
-            key, stored = index_of(dimension, value)
-            items = groups.get(key)
-            if items is None:
-                items = groups[key] = []
-            items.append(mark + KV + stored if stored else mark)
-            last[key] = pos
-    return {key: (SEP.join(items), last[key]) for key, items in groups.items()}
-
-
 class EventStore:
     """The stream `naming.events_key()` and its index streams, on one client."""
 
@@ -92,7 +60,7 @@ class EventStore:
         self.retention = retention
         self.key = naming.events_key()
         self._append = LuaScript(lua_source("events_common.lua", "events_append.lua"), client)
-        self._batch_source = lua_source("events_common.lua", "events_batch.lua")
+        self._index_source = lua_source("events_common.lua", "events_index.lua")
 
     def _min_id_ms(self) -> int:
         return max(0, int((time.time() - self.retention) * 1000))
@@ -107,28 +75,45 @@ class EventStore:
         args += [v for _, v in pairs]
         return self._append(keys=keys, args=args, client=pipe)
 
-    def add_batch(self, batch: Sequence[Sequence[str]]) -> int:
-        """Store and index a batch in one atomic script call (events_batch.lua: one round
-        trip; nothing of another writer comes between the events and their index entries).
-        Returns the number of events written."""
-        return self.send_batch(batch, index_groups(batch)) if batch else 0
-
-    def send_batch(self, batch: Sequence[Sequence[str]], groups: dict[str, tuple[str, int]]) -> int:
-        """events_batch.lua on a batch and its index entries (`index_groups`)."""
+    def add_batch(self, batch: Sequence[Sequence[str]]) -> list[str]:
+        """Store and index a batch in one MULTI (one round trip, atomic: nothing of another
+        writer comes between the XADDs and their index entries). The new ids, oldest first."""
+        if not batch:
+            return []
+        groups: dict[str, list[str]] = {}
+        last: dict[str, int] = {}
+        for pos, values in enumerate(batch, start=1):
+            for key, value in indexes_of(values):
+                groups.setdefault(key, []).append(
+                    f"{ID}{pos}{KV}{value}" if value else f"{ID}{pos}"
+                )
+                last[key] = pos
+        commands: list[Any] = [("MULTI",)]
+        commands += [
+            ("XADD", self.key, "*", *[x for pair in zip(FIELDS, values, strict=True) for x in pair])
+            for values in batch
+        ]
+        # EVAL, not EVALSHA: a script missing after a Redis restart would fail inside EXEC
         keys = [self.key, *groups]
-        args: list[Any] = [self.maxlen, self._min_id_ms(), len(FIELDS), *FIELDS, len(batch)]
-        for values in batch:
-            args += values
-        for items, newest in groups.values():
-            args += [items, newest]
-        # EVAL, not EVALSHA: a script missing after a Redis restart would fail the batch
-        (written,) = self._send([("EVAL", self._batch_source, len(keys), *keys, *args)])
-        return int(written)
+        args: list[Any] = [len(batch)]
+        for key, items in groups.items():
+            args += [SEP.join(items), last[key]]
+        commands.append(("EVAL", self._index_source, len(keys), *keys, *args))
+        commands.append(("XTRIM", self.key, "MAXLEN", "~", self.maxlen))
+        commands.append(("XTRIM", self.key, "MINID", "~", self._min_id_ms()))
+        commands.append(("EXEC",))
+        replies = self._send(commands)[-1]
+        if not isinstance(replies, list):
+            raise redis.ResponseError(f"event batch not written: {replies!r}")
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise redis.ResponseError(f"event batch: {errors[0]}")
+        return [str(event_id) for event_id in replies[: len(batch)]]
 
     def _send(self, commands: Sequence[Any]) -> list[Any]:
         """Commands sent in one write, packed by hiredis, and every reply read back (an error
-        reply raises). redis-py spends ~10 µs a command checking arguments before hiredis
-        packs them; a batch is thousands of arguments."""
+        reply raises; errors inside EXEC's reply are returned in it). redis-py's own
+        pipeline spends ~10 µs a command checking arguments before hiredis packs them."""
         client: Any = self.client
         if is_cluster(client):  # every event key is in one slot: that slot's node
             client = client.get_node_from_key(self.key).redis_connection
@@ -144,18 +129,16 @@ class EventStore:
             pool.release(conn)
 
     def trim(self, index_keys: Iterable[str]) -> None:
-        """Apply retention to the stream and to every index key now, exactly (writers trim
-        the stream as they go, approximately: whole listpack nodes), then each index to the
-        stream's oldest entry. The leading master runs this every `events_trim_interval`."""
+        """Apply retention to the stream and to every index key now (writers do it as they go)."""
         pipe: Any = self.client.pipeline(transaction=False)
-        pipe.execute_command("XTRIM", self.key, "MAXLEN", self.maxlen)
-        pipe.execute_command("XTRIM", self.key, "MINID", self._min_id_ms())
+        pipe.execute_command("XTRIM", self.key, "MAXLEN", "~", self.maxlen)
+        pipe.execute_command("XTRIM", self.key, "MINID", "~", self._min_id_ms())
         pipe.execute_command("XRANGE", self.key, "-", "+", "COUNT", 1)
         first = pipe.execute()[2]
         floor = first[0][0] if first else "0-1"
         pipe = self.client.pipeline(transaction=False)
         for key in index_keys:
-            pipe.execute_command("XTRIM", key, "MINID", floor)
+            pipe.execute_command("XTRIM", key, "MINID", "~", floor)
         pipe.execute()
 
     # ---- reading ------------------------------------------------------------------------
@@ -204,11 +187,12 @@ class EventStore:
         """(sid, id) of the items of one index key within bounds. Entry k lists the events in
         (entry k-1, entry k], so only the first entry at or past a bound can straddle it."""
         needle = KV + value + SEP if value else ""
-        for entry_id, fields in self._index_entries(key, bounds, newest_first):
-            if needle and needle not in fields.get("ids", "") + SEP:
+        for entry_id, payload in self._index_entries(key, bounds, newest_first):
+            if needle and needle not in payload + SEP:
                 continue  # most entries of a bucket hold other values: skip without splitting
-            items = entry_items(fields)
-            for event_id, stored in reversed(items) if newest_first else items:
+            items = payload.split(SEP)
+            for item in reversed(items) if newest_first else items:
+                event_id, _, stored = item.partition(KV)
                 if stored == value and bounds.holds(sid := parse_id(event_id)):
                     yield sid, event_id
             if not newest_first and bounds.high is not None and parse_id(entry_id) >= bounds.high:
@@ -216,18 +200,18 @@ class EventStore:
 
     def _index_entries(
         self, key: str, bounds: Bounds, newest_first: bool
-    ) -> Iterator[tuple[str, dict[str, str]]]:
-        """(entry id, fields) of the entries of one index key that can hold events in bounds."""
+    ) -> Iterator[tuple[str, str]]:
+        """(entry id, items) of the entries of one index key that can hold events in bounds."""
         low = bounds.redis_min()
         if newest_first:
             high = "+"
             if bounds.high is not None:  # the entry that straddles `high`, then those below
                 straddler = self.client.xrange(key, min=format_id(bounds.high), max="+", count=1)
-                yield from straddler
+                yield from ((i, f.get("ids", "")) for i, f in straddler)
                 high = "(" + format_id(bounds.high)
             while True:  # entries below `low` list only events below it
                 rows = self.client.xrevrange(key, max=high, min=low, count=PAGE)
-                yield from rows
+                yield from ((i, f.get("ids", "")) for i, f in rows)
                 if len(rows) < PAGE:
                     return
                 high = "(" + rows[-1][0]
@@ -235,7 +219,7 @@ class EventStore:
             start = low
             while True:
                 rows = self.client.xrange(key, min=start, max="+", count=PAGE)
-                yield from rows
+                yield from ((i, f.get("ids", "")) for i, f in rows)
                 if len(rows) < PAGE:
                     return
                 start = "(" + rows[-1][0]

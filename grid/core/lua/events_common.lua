@@ -1,4 +1,4 @@
--- Shared by events_append.lua and events_batch.lua (prepended to each by grid.core.events.store).
+-- Shared by events_append.lua and events_index.lua (prepended to each by grid.core.events.store).
 -- An index key is a stream whose entry k lists, oldest first, the event ids in
 -- (id of entry k-1, id of entry k]: field "ids" holds items separated by \31, each an event id,
 -- followed in a bucketed index by \30 and the indexed value. Every index entry is written in

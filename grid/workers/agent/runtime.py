@@ -131,7 +131,7 @@ class AgentRuntime:
         self.options = options
         self.agent_id = options.agent_id
         self.state = GridState(clients.state)
-        self.events = EventLog.shared(clients.events, settings)
+        self.events = EventLog.from_settings(clients.events, settings)
         config = dict(options.platform_config)
         if options.platform == "process":
             config.setdefault("root", str(process_nodes_root(settings.home, self.agent_id)))
@@ -245,7 +245,6 @@ class AgentRuntime:
                 f"agent {self.agent_id} stopped",
                 agent_id=self.agent_id,
             )
-        self.events.finish(timeout=5.0)  # a clean stop loses no buffered event
         log.info("unregistered", extra={"agent_id": self.agent_id})
 
     def _stop_local_nodes(self) -> None:

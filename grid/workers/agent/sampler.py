@@ -12,7 +12,6 @@ workload wrote them without the suffix (as OpenMetrics requires).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
@@ -22,7 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from prometheus_client.parser import text_fd_to_metric_families
 
 from grid.autoscaler.metrics import MetricsStore
@@ -248,5 +246,3 @@ class NodeSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with contextlib.suppress(redis.RedisError):
-            self.store.flush_minutes()  # the nodes' minutes in progress

@@ -101,7 +101,7 @@ class MasterRuntime:
         self.settings = settings
         self.master_id = master_id or master_id_default()
         self.state = GridState(clients.state)
-        self.events = EventLog.shared(clients.events, settings)
+        self.events = EventLog.from_settings(clients.events, settings)
         self.dispatcher = CeleryDispatcher()
         self.token = f"{self.master_id}|{owner_token()}"
         self.is_leader = False
@@ -115,7 +115,6 @@ class MasterRuntime:
         self._reconcile_wanted = threading.Event()
         self._health_lock = threading.Lock()
         self._autoscale_lock = threading.Lock()
-        self._trim_lock = threading.Lock()
         self._view_lock = threading.Lock()  # reconcile and health passes share the view
         self.view = FleetView(self.state, settings.view_resync_interval)
         self._last_plan: tuple[Any, ...] | None = None  # inputs of the last empty plan
@@ -185,9 +184,8 @@ class MasterRuntime:
         self.consumer.call_soon(self._sync_subscription)
         self._stop_beat()
 
-    def beat_schedule(self) -> dict[str, dict[str, Any]]:
-        """The leader's periodic tasks, each sent to grid.master (and dropped if stale)."""
-        schedule: dict[str, dict[str, Any]] = {
+    def _start_beat(self) -> None:
+        app.conf.beat_schedule = {
             "health": {"task": TaskName.HEALTH_TICK, "schedule": self.settings.health_interval},
             "reconcile": {
                 "task": TaskName.RECONCILE,
@@ -198,24 +196,15 @@ class MasterRuntime:
                 "task": TaskName.AUTOSCALE_TICK,
                 "schedule": self.settings.autoscale_tick,
             },
-            "events-trim": {
-                "task": TaskName.EVENTS_TRIM,
-                "schedule": self.settings.events_trim_interval,
-            },
         }
         if self.settings.backup_interval > 0:
-            schedule["backup"] = {
+            self.backups.elected()
+            app.conf.beat_schedule["backup"] = {
                 "task": TaskName.BACKUP_TICK,
                 "schedule": tick_interval(self.settings),
             }
-        for entry in schedule.values():
+        for entry in app.conf.beat_schedule.values():
             entry["options"] = {"queue": naming.MASTER_QUEUE, "expires": 30}
-        return schedule
-
-    def _start_beat(self) -> None:
-        if self.settings.backup_interval > 0:
-            self.backups.elected()
-        app.conf.beat_schedule = self.beat_schedule()
         self._beat = Service(app, max_interval=1, scheduler_cls=Scheduler)
         self._beat_thread = threading.Thread(
             target=self._beat.start, name="master-beat", daemon=True
@@ -254,7 +243,6 @@ class MasterRuntime:
             self.is_leader = False
             with contextlib.suppress(redis.RedisError):
                 self.state.release_lease(naming.leader_key(), self.token)
-        self.events.finish(timeout=5.0)  # a clean stop loses no buffered event
 
     # ---- ticks (run only on the leader) --------------------------------------------------
 
@@ -354,21 +342,6 @@ class MasterRuntime:
         if not self._leading():
             return {"skipped": "not the leader"}
         return self.backups.tick()
-
-    def trim_events(self) -> dict[str, Any]:
-        """Apply the event log's retention (age, then the length cap) to the stream and every
-        index. Writers trim the stream as they go, but only a pass like this trims the index
-        of a type or subject nobody writes any more. One pass at a time, like the others."""
-        if not self._leading():
-            return {"skipped": "not the leader"}
-        if not self._trim_lock.acquire(blocking=False):
-            return {"skipped": "a trim pass is running"}
-        try:
-            started = time.perf_counter()
-            self.events.trim()
-            return {"trimmed": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
-        finally:
-            self._trim_lock.release()
 
     def _placement_rules(self) -> dict[str, Any]:
         return placement_rules(self.state.r)
