@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -311,19 +311,25 @@ class MasterRuntime:
             changes = check_agents(self.state, self.events, self.settings, time.time())
             if any(c.after == AgentStatus.OFFLINE for c in changes):
                 self.dispatcher.reconcile("agent offline")
-            with self._view_lock:  # the view keeps its census as records change: O(agents)
-                self.view.refresh()
-                agents, census = self.view.agent_list(), self.view.census.copy()
+            with self._fresh_view() as view:  # its census is kept as records change: O(agents)
+                agents, census = view.agent_list(), view.census.copy()
             cluster = update_cluster_state(self.state, self.events, agents, census)
             return {"transitions": len(changes), "cluster": cluster}
         finally:
             self._health_lock.release()
 
-    def _view_snapshot(self) -> tuple[int, list[AgentRecord], list[NodeRecord]]:
-        """The view brought up to date, as (version, agents, nodes) lists the caller owns."""
+    @contextlib.contextmanager
+    def _fresh_view(self) -> Iterator[FleetView]:
+        """The view brought up to date, held for the block (the passes share it): copy out
+        what is needed and let go."""
         with self._view_lock:
             self.view.refresh()
-            return self.view.version, self.view.agent_list(), self.view.node_list()
+            yield self.view
+
+    def _view_snapshot(self) -> tuple[int, list[AgentRecord], list[NodeRecord]]:
+        """The view brought up to date, as (version, agents, nodes) lists the caller owns."""
+        with self._fresh_view() as view:
+            return view.version, view.agent_list(), view.node_list()
 
     def autoscale_tick(self) -> dict[str, Any]:
         """Evaluate the due policies. One pass at a time, like the health pass: a tick that

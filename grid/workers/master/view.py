@@ -51,11 +51,10 @@ class FleetView:
         nodes = {n.node_id: n for n in self.state.nodes()}
         changed = agents != self.agents or nodes != self.nodes
         self.agents, self.nodes = agents, nodes
-        if changed:
-            self.census = NodeCensus.of(nodes.values())
         self._cursor = cursor
         self._synced_at = time.monotonic() if now is None else now
         if changed:
+            self.census = NodeCensus.of(nodes.values())
             self.version += 1
         return changed
 
